@@ -1,0 +1,1 @@
+"""cfbench core: model, streams, trainer, linear probe, evaluation, metrics and results."""

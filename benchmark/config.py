@@ -1,0 +1,125 @@
+"""Run configuration: frozen dataclasses, resolved from protocol defaults, sequence defaults and
+command-line overrides (in that order of increasing priority)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import CFBenchError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning protocol per task (DESIGN.md section 3)."""
+
+    epochs: int | None = None  # None: the per-dataset paper value (or the sequence's)
+    batch_size: int = 128
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    workers: int | None = None  # None: 0 on CPU, min(8, cores) on CUDA
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probe: multinomial logistic regression on L2-normalised embeddings.
+
+    ``c_grid`` are inverse regularisation strengths (sklearn's C), swept on the validation split.
+    """
+
+    c_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+    max_iter: int = 300
+    max_train_samples: int | None = None  # subsample the probe's train split (None: all)
+    batch_size: int = 256  # feature-extraction batch size
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    sequence: str = "smoke"
+    strategy: str = "ft"
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"  # open_clip tag, a checkpoint path, or "none" (random init)
+    seed: int = 0
+    data_root: Path = field(default_factory=lambda: default_data_root())
+    out: Path = Path("results")
+    device: str = "auto"
+    download: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    strategy_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data_root"], d["out"] = str(self.data_root), str(self.out)
+        return d
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("CFBENCH_DATA", "~/.cache/cfbench/data")).expanduser()
+
+
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_PROBE_FIELDS = {"probe_" + f.name: f.name for f in dataclasses.fields(ProbeConfig)}
+_RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "probe"}
+
+
+def build_run_config(*layers: Mapping[str, Any]) -> RunConfig:
+    """Merge flat settings (later layers win; ``None`` values are ignored) into a RunConfig.
+
+    Keys are RunConfig fields, TrainConfig fields, or ProbeConfig fields prefixed with ``probe_``.
+    """
+    run: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    probe: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                continue
+            elif key in _RUN_FIELDS:
+                run[key] = value
+            elif key in _TRAIN_FIELDS:
+                train[key] = value
+            elif key in _PROBE_FIELDS:
+                probe[_PROBE_FIELDS[key]] = value
+            else:
+                valid = sorted(_RUN_FIELDS | _TRAIN_FIELDS | set(_PROBE_FIELDS))
+                raise CFBenchError(f"unknown setting '{key}'; valid settings: {', '.join(valid)}")
+    for key in ("data_root", "out"):
+        if key in run:
+            run[key] = Path(run[key]).expanduser()
+    cfg = RunConfig(**run, train=TrainConfig(**train), probe=ProbeConfig(**probe))
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise CFBenchError(message)
+
+
+def validate(cfg: RunConfig) -> None:
+    t = cfg.train
+    _check(t.epochs is None or (isinstance(t.epochs, int) and t.epochs >= 1),
+           f"--epochs must be an integer >= 1, got {t.epochs}")
+    _check(isinstance(t.batch_size, int) and t.batch_size >= 1,
+           f"--batch-size must be an integer >= 1, got {t.batch_size}")
+    for name in ("lr", "weight_decay", "grad_clip"):
+        value = getattr(t, name)
+        _check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+               f"{name} must be a finite number >= 0, got {value}")
+    _check(t.lr > 0, f"--lr must be > 0, got {t.lr}")
+    _check(isinstance(t.warmup_steps, int) and t.warmup_steps >= 0,
+           f"warmup_steps must be an integer >= 0, got {t.warmup_steps}")
+    _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+           f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+    p = cfg.probe
+    _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")
+    _check(p.max_train_samples is None or p.max_train_samples >= 10,
+           f"--probe-max-train must be >= 10, got {p.max_train_samples}")

@@ -1,0 +1,145 @@
+"""Encoders, zero-shot and linear heads, and the multi-task classifier that is trained.
+
+Only the image encoder and the heads live in the trained module. The CLIP text tower is kept in a
+separate frozen ``TextTower`` used to build zero-shot heads (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from avalanche.models import MultiTaskModule
+from torch import nn
+
+from benchmark.errors import CFBenchError
+
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+TINY_MODELS = ("cfbench-tiny-vit",)
+
+
+class TextTower:
+    """Frozen CLIP text side: builds zero-shot class weights from class names and templates."""
+
+    def __init__(self, clip_model: nn.Module, tokenizer: Callable, logit_scale: float):
+        self.model = clip_model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.logit_scale = logit_scale
+
+    @torch.no_grad()
+    def class_weights(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """[C, D] rows: per class, mean of the L2-normalised template embeddings, re-normalised."""
+        device = next(self.model.parameters()).device
+        rows = []
+        for name in classnames:
+            tokens = self.tokenizer([t.format(name) for t in templates]).to(device)
+            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            rows.append(F.normalize(emb.mean(dim=0), dim=0))
+        return torch.stack(rows)
+
+    def to(self, device: torch.device) -> TextTower:
+        self.model.to(device)
+        return self
+
+
+@dataclass
+class Encoder:
+    """An image encoder and everything the benchmark needs to know about it.
+
+    ``module`` maps a batch of preprocessed images to embeddings [B, embed_dim]; ``taps`` are the
+    modules whose outputs LDIFS compares; ``text`` is None for encoders without a text tower.
+    """
+
+    module: nn.Module
+    embed_dim: int
+    train_transform: Callable
+    eval_transform: Callable
+    taps: list[nn.Module] = field(default_factory=list)
+    text: TextTower | None = None
+
+
+def vit_taps(visual: nn.Module) -> list[nn.Module]:
+    """LDIFS taps of an open_clip VisionTransformer: ``ln_pre`` and every L/4-th block."""
+    blocks = list(visual.transformer.resblocks)
+    step = max(1, len(blocks) // 4)
+    return [visual.ln_pre] + [blocks[i - 1] for i in range(step, len(blocks) + 1, step)]
+
+
+def _register_configs() -> None:
+    import open_clip
+
+    if TINY_MODELS[0] not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIGS)
+
+
+def build_open_clip(name: str, pretrained: str | None) -> Encoder:
+    """An open_clip model split into the trained image encoder and a frozen text tower.
+
+    ``pretrained``: an open_clip tag (``openai``, ``laion2b_s34b_b79k`` ...), a local checkpoint
+    file, or ``none``/``None`` for random weights.
+    """
+    import open_clip
+
+    _register_configs()
+    if name not in open_clip.list_models():
+        raise CFBenchError(
+            f"unknown model '{name}'; use an open_clip architecture (e.g. ViT-B-32, ViT-B-16, "
+            f"ViT-L-14, RN50; full list: open_clip.list_models()) or {', '.join(TINY_MODELS)}"
+        )
+    tag = None if pretrained in (None, "", "none") else pretrained
+    try:
+        model, train_tf, eval_tf = open_clip.create_model_and_transforms(name, pretrained=tag)
+    except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
+        if tag and Path(tag).exists():
+            raise CFBenchError(f"could not load checkpoint {tag} into {name}: {error}") from None
+        raise CFBenchError(
+            f"could not get pretrained weights '{tag}' for {name} ({type(error).__name__}); "
+            f"without internet, download the checkpoint (open_clip.list_pretrained() lists tags; "
+            f"the files are on the Hugging Face hub) and pass --pretrained /path/to/checkpoint, "
+            f"or use --pretrained none for random weights"
+        ) from None
+    visual = model.visual
+    del model.visual  # the text side must not carry (or optimise) a second image tower
+    text = TextTower(model, open_clip.get_tokenizer(name), model.logit_scale.detach().exp().item())
+    taps = vit_taps(visual) if hasattr(visual, "transformer") else []
+    return Encoder(visual, int(visual.output_dim), train_tf, eval_tf, taps, text)
+
+
+def build_encoder(name: str, pretrained: str | None) -> Encoder:
+    """The encoder factory: open_clip architectures (including the tiny offline model)."""
+    return build_open_clip(name, pretrained)
+
+
+class CosineHead(nn.Module):
+    """logits = scale * W @ normalize(f) + b.
+
+    Zero-shot init: W = text class weights, b = 0, scale = CLIP's logit_scale.exp().
+    LP init: W and b from the probe fitted on normalised features, scale = 1.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().float())
+        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone().float()
+        self.bias = nn.Parameter(b)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        f = F.normalize(features, dim=-1)
+        return self.scale * F.linear(f, self.weight.to(f.dtype)) + self.bias.to(f.dtype)
+
+
+class MultiTaskClassifier(MultiTaskModule):
+    """Image encoder shared by one head per task (task label t -> ``heads[str(t)]``)."""
+
+    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module]):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict({str(t): h for t, h in enumerate(heads)})
+        self.max_class_label = max(h.weight.shape[0] for h in heads)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.heads[str(task_label)](self.encoder(x))

@@ -1,0 +1,128 @@
+"""Run folders: config.json, records.csv (tidy), <kind>_matrix.csv and metrics.json.
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
+crash leaves either the previous complete file or the new complete file, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark import metrics
+from benchmark.errors import CFBenchError
+
+RECORD_COLUMNS = ["sequence", "strategy", "seed", "stage", "stage_task", "dataset", "role", "kind",
+                  "accuracy"]
+KINDS = ("lp", "zs", "head")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Strict JSON: NaN (a metric that does not apply) is written as null."""
+    text = json.dumps(_no_nan(data), indent=2, default=_jsonable, allow_nan=False)
+    write_atomic(path, text + "\n")
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def safe_name(name: str) -> str:
+    """A folder-safe version of a strategy name or import path."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def run_dir(out: Path, sequence: str, strategy: str, seed: int) -> Path:
+    return Path(out) / safe_name(sequence) / safe_name(strategy) / f"seed{seed}"
+
+
+def matrix(records: pd.DataFrame, kind: str, columns: list[str]) -> pd.DataFrame:
+    """Rows = stage (0 = pretrained), columns = datasets in the given order; NaN where absent."""
+    sub = records[records["kind"] == kind]
+    m = sub.pivot_table(index="stage", columns="dataset", values="accuracy", aggfunc="first")
+    return m.reindex(columns=[c for c in columns if c in m.columns])
+
+
+class RunResults:
+    """Collects records stage by stage and rewrites the run's files after each stage."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any], tasks: list[str],
+                 controls: list[str]):
+        self.folder = Path(folder)
+        self.identity = identity  # sequence, strategy, seed
+        self.tasks, self.controls = list(tasks), list(controls)
+        self.records: list[dict] = []
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise CFBenchError(f"cannot write to {self.folder} ({error.strerror}); "
+                               "choose another --out") from None
+
+    @property
+    def columns(self) -> list[str]:
+        return self.tasks + self.controls
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.folder / "config.json", config)
+
+    def add_stage(self, stage: int, records: list[dict]) -> None:
+        self.records.extend({**self.identity, **r} for r in records)
+        frame = self.frame()
+        write_atomic(self.folder / "records.csv", frame.to_csv(index=False))
+        for kind in KINDS:
+            m = matrix(frame, kind, self.columns)
+            if not m.empty:
+                write_atomic(self.folder / f"{kind}_matrix.csv", m.to_csv(float_format="%.4f"))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records, columns=RECORD_COLUMNS)
+
+    def finish(self) -> dict[str, Any]:
+        """Compute and write metrics.json from the matrices (LP is the headline)."""
+        frame = self.frame()
+        out: dict[str, Any] = {"units": "accuracy in percent", "definitions": metrics.DEFINITIONS}
+        for kind in KINDS:
+            m = matrix(frame, kind, self.columns)
+            if m.empty or len(m) != len(self.tasks) + 1:
+                continue
+            out[kind] = metrics.summarize(m.to_numpy(), len(self.tasks), list(m.columns))
+        write_json(self.folder / "metrics.json", out)
+        return out

@@ -1,0 +1,159 @@
+"""The one training loop: a subclass of Avalanche's SupervisedTemplate.
+
+Adds what the protocol needs and Avalanche lacks: a fresh AdamW state and a warm-up + cosine
+schedule (stepped per iteration) for every task, grad-norm clipping, bf16 autocast on CUDA around
+the forward, the criterion and the plugins' loss terms, a finite-loss check, and progress bars.
+Strategies never copy this loop; they add Avalanche plugins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.config import TrainConfig
+from benchmark.errors import CFBenchError
+
+
+def warmup_cosine(warmup: int, total: int):
+    """LR factor at step s: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CFBenchError("--device cuda was asked for but torch sees no GPU; use --device cpu")
+    return torch.device(name)
+
+
+def default_workers(cfg: TrainConfig, device: torch.device) -> int:
+    """Data-loading processes: as configured, else none on CPU (the cores train) and up to 8 on GPU."""
+    if cfg.workers is not None:
+        return cfg.workers
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+class NonFiniteLossError(CFBenchError):
+    pass
+
+
+class Trainer(SupervisedTemplate):
+    """SupervisedTemplate with the fine-tuning protocol of DESIGN.md section 3."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        cfg: TrainConfig,
+        device: torch.device,
+        plugins: Sequence[SupervisedPlugin] = (),
+        task_names: Sequence[str] = (),
+    ):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        super().__init__(  # keyword-only, as Avalanche asks of its templates
+            model=model,
+            optimizer=optimizer,
+            train_mb_size=cfg.batch_size,
+            train_epochs=1,
+            eval_mb_size=cfg.batch_size,
+            device=device,
+            plugins=list(plugins),
+            evaluator=EvaluationPlugin(loggers=[]),  # matrices are ours (evaluation.py)
+        )
+        self.cfg = cfg
+        self.task_names = list(task_names)
+        self.workers = default_workers(cfg, device)
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self._bar = None
+
+    # -- task-level setup -------------------------------------------------------------------
+    def train_task(self, experience, epochs: int) -> None:
+        """Fine-tune on one experience for ``epochs`` epochs."""
+        self.train_epochs = epochs
+        self.train(experience, num_workers=self.workers, persistent_workers=self.workers > 0)
+
+    def make_optimizer(self, **kwargs):
+        # Each task starts from fresh AdamW moments, as the papers' per-task scripts do.
+        kwargs["reset_optimizer_state"] = True
+        super().make_optimizer(**kwargs)
+
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)  # plugins (e.g. replay) may replace the dataloader
+        total = self.train_epochs * len(self.dataloader)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.cfg.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.cfg.warmup_steps, total)
+        )
+
+    # -- autocast around everything that builds the loss --------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(self):
+        with self._autocast():
+            return super().forward()
+
+    def criterion(self):
+        with self._autocast():
+            return super().criterion()
+
+    def _before_backward(self, **kwargs):
+        with self._autocast():  # plugin losses (LwF, LDIFS) run their forwards here
+            super()._before_backward(**kwargs)
+
+    def backward(self):
+        if self.is_training and not torch.isfinite(self.loss):
+            name = self._task_name()
+            raise NonFiniteLossError(
+                f"loss became {self.loss.item()} on task '{name}' at step "
+                f"{self.clock.train_exp_iterations}; lower --lr or the strategy's weight"
+            )
+        super().backward()
+
+    def optimizer_step(self):
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        super().optimizer_step()
+        self.scheduler.step()
+
+    # -- progress ---------------------------------------------------------------------------
+    def _task_name(self) -> str:
+        t = self.clock.train_exp_counter
+        return self.task_names[t] if t < len(self.task_names) else f"task {t}"
+
+    def _before_training_epoch(self, **kwargs):
+        super()._before_training_epoch(**kwargs)
+        t = self.clock.train_exp_counter
+        desc = f"train {t + 1}/{len(self.task_names)} {self._task_name()} " \
+               f"ep {self.clock.train_exp_epochs + 1}/{self.train_epochs}"
+        self._bar = tqdm(total=len(self.dataloader), desc=desc, leave=False, dynamic_ncols=True,
+                         disable=None)
+
+    def _after_training_iteration(self, **kwargs):
+        super()._after_training_iteration(**kwargs)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{self.loss.item():.3f}", refresh=False)
+
+    def _after_training_epoch(self, **kwargs):
+        super()._after_training_epoch(**kwargs)
+        self._bar.close()

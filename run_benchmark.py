@@ -1,0 +1,99 @@
+"""cfbench command line: fine-tune an image encoder on a task sequence and measure what it forgets.
+
+    python run_benchmark.py --sequence smoke            # offline, about 30 s on a laptop CPU
+    python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, datasets)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+EPILOG = """sequences: smoke (synthetic, offline), 3tasks, 5tasks, 10tasks, or a .yaml file.
+Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
+protocol defaults (ViT-B-32/openai, AdamW lr 1e-5, wd 0.1, batch 128, 500 warm-up steps).
+Exit codes: 0 done, 2 bad input or missing data (one line on stderr), 130 interrupted."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py", description=__doc__.splitlines()[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--sequence", default="smoke", help="registered sequence name or path of a sequence .yaml "
+      "(default: smoke)")
+    a("--strategy", default="ft", help="registered strategy (ft, ...) or package.module:factory "
+      "(default: ft)")
+    a("--strategy-arg", action="append", default=[], metavar="KEY=VALUE",
+      help="strategy hyper-parameter, repeatable (e.g. --strategy-arg lam=1)")
+    a("--model", help="open_clip architecture, e.g. ViT-B-32, or cfbench-tiny-vit "
+      "(default: the sequence's, else ViT-B-32)")
+    a("--pretrained", help="open_clip pretrained tag, checkpoint path, or 'none' for random "
+      "weights (default: the sequence's, else openai)")
+    a("--seed", type=int, help="random seed for training and data order (default: 0)")
+    a("--data-root", help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
+      "else ~/.cache/cfbench/data)")
+    a("--no-download", dest="download", action="store_false", default=None,
+      help="never try to download a missing dataset; fail with instructions instead")
+    a("--out", help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
+      "(default: results)")
+    a("--device", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    a("--epochs", type=int, help="epochs for every task (default: the per-dataset paper value)")
+    a("--batch-size", type=int, help="training batch size (default: 128)")
+    a("--lr", type=float, help="AdamW peak learning rate (default: 1e-5)")
+    a("--weight-decay", type=float, help="AdamW weight decay (default: 0.1)")
+    a("--warmup-steps", type=int, help="linear warm-up steps before cosine decay, per task "
+      "(default: 500)")
+    a("--workers", type=int, help="data-loading processes (default: 0 on CPU, up to 8 on GPU)")
+    a("--probe-max-train", type=int, dest="probe_max_train_samples",
+      help="fit the linear probe on at most this many training images per dataset (default: all)")
+    a("--debug", action="store_true", help="show full tracebacks for errors")
+    return p
+
+
+def parse_strategy_args(items: list[str]) -> dict:
+    import yaml
+
+    from benchmark.errors import CFBenchError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CFBenchError(f"--strategy-arg '{item}' is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)  # numbers, booleans and strings as typed
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from benchmark.errors import CFBenchError
+
+    try:
+        from benchmark.config import build_run_config
+        from benchmark.runner import run
+        from tasks import get_sequence
+
+        sequence = get_sequence(args.sequence)
+        cli = {k: v for k, v in vars(args).items() if k not in ("strategy_arg", "debug")}
+        strategy_args = {**sequence.strategy_args.get(args.strategy, {}),
+                         **parse_strategy_args(args.strategy_arg)}
+        cfg = build_run_config(sequence.defaults, cli, {"strategy_args": strategy_args})
+        run(cfg, sequence)
+        return 0
+    except CFBenchError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

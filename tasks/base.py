@@ -1,0 +1,100 @@
+"""TaskSpec: how to build one classification dataset, and the shared split rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+VAL_FRACTION = 0.1
+VAL_MAX = 20_000
+VAL_SEED = 0
+
+
+@dataclass
+class TaskData:
+    """A loaded dataset: train and test splits yielding (PIL image, int label), plus class names.
+
+    ``train.targets`` and ``test.targets`` are plain int lists (Avalanche and the probe need them
+    without decoding images).
+    """
+
+    name: str
+    train: Dataset
+    test: Dataset
+    classnames: list[str]
+    templates: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered dataset.
+
+    ``build(root, download)`` returns a TaskData or raises DatasetMissingError with instructions.
+    ``epochs`` is the paper's number of fine-tuning epochs for this dataset.
+    """
+
+    name: str
+    title: str
+    build: Callable[[Path, bool], TaskData] = field(repr=False)
+    epochs: int = 10
+
+
+class TargetsDataset(Dataset):
+    """Wrap a dataset that lacks ``.targets`` (SVHN, GTSRB, DTD, StanfordCars) with explicit labels."""
+
+    def __init__(self, base: Dataset, targets: Sequence[int]):
+        if len(base) != len(targets):
+            raise ValueError(f"{len(targets)} targets for a dataset of {len(base)} items")
+        self.base = base
+        self.targets = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image, _ = self.base[index]
+        return image, self.targets[index]
+
+
+class ConcatTargets(Dataset):
+    """Concatenate datasets that all carry ``.targets`` (DTD train + val)."""
+
+    def __init__(self, parts: Sequence[Dataset]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.targets = [int(t) for p in self.parts for t in p.targets]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int):
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+def validation_split(
+    n: int, fraction: float = VAL_FRACTION, max_size: int = VAL_MAX, seed: int = VAL_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into (train, val) index arrays: val is ``fraction`` of n, capped at
+    ``max_size``, drawn with a fixed seed so every run and every strategy sees the same split."""
+    if n < 2:
+        raise ValueError(f"cannot carve a validation split out of {n} training images")
+    n_val = min(max_size, max(1, int(round(n * fraction))))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def targets_of(dataset: Dataset) -> list[int]:
+    """Labels of a dataset without decoding its images."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise TypeError(f"{type(dataset).__name__} has no .targets; wrap it in TargetsDataset")
+    return [int(t) for t in targets]
