@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from benchmark.config import ProbeConfig
-from benchmark.probe import linear_probe, subsample
+from benchmark.probe import linear_probe, subsample, top1
 from tasks.base import TaskData, targets_of, validation_split
 
 
@@ -145,10 +145,10 @@ class MatrixEvaluation(SupervisedPlugin):
         out = {"lp": result.accuracy}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T
-            out["zs"] = float((logits.argmax(1) == test_y).float().mean())
+            out["zs"] = top1(logits, test_y)
         if ds.task_label is not None:
             head = model.heads[str(ds.task_label)]
             with torch.no_grad():
                 logits = head(test_f)
-            out["head"] = float((logits.argmax(1) == test_y).float().mean())
+            out["head"] = top1(logits, test_y)
         return out
