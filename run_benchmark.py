@@ -1,7 +1,7 @@
 """cfbench command line: fine-tune an image encoder on a task sequence and measure what it forgets.
 
-    python run_benchmark.py --sequence smoke            # offline, about 30 s on a laptop CPU
-    python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, datasets)
+python run_benchmark.py --sequence smoke            # offline, about 30 s on a laptop CPU
+python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, datasets)
 """
 
 from __future__ import annotations
@@ -17,36 +17,75 @@ Exit codes: 0 done, 2 bad input or missing data (one line on stderr), 130 interr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py", description=__doc__.splitlines()[0],
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="run_benchmark.py",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
-    a("--sequence", default="smoke", help="registered sequence name or path of a sequence .yaml "
-      "(default: smoke)")
-    a("--strategy", default="ft", help="registered strategy (ft, ...) or package.module:factory "
-      "(default: ft)")
-    a("--strategy-arg", action="append", default=[], metavar="KEY=VALUE",
-      help="strategy hyper-parameter, repeatable (e.g. --strategy-arg lam=1)")
-    a("--model", help="open_clip architecture, e.g. ViT-B-32, or cfbench-tiny-vit "
-      "(default: the sequence's, else ViT-B-32)")
-    a("--pretrained", help="open_clip pretrained tag, checkpoint path, or 'none' for random "
-      "weights (default: the sequence's, else openai)")
+    a(
+        "--sequence",
+        default="smoke",
+        help="registered sequence name or path of a sequence .yaml (default: smoke)",
+    )
+    a(
+        "--strategy",
+        default="ft",
+        help="registered strategy (ft, ...) or package.module:factory (default: ft)",
+    )
+    a(
+        "--strategy-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="strategy hyper-parameter, repeatable (e.g. --strategy-arg lam=1)",
+    )
+    a(
+        "--model",
+        help="open_clip architecture, e.g. ViT-B-32, or cfbench-tiny-vit "
+        "(default: the sequence's, else ViT-B-32)",
+    )
+    a(
+        "--pretrained",
+        help="open_clip pretrained tag, checkpoint path, or 'none' for random "
+        "weights (default: the sequence's, else openai)",
+    )
     a("--seed", type=int, help="random seed for training and data order (default: 0)")
-    a("--data-root", help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
-      "else ~/.cache/cfbench/data)")
-    a("--no-download", dest="download", action="store_false", default=None,
-      help="never try to download a missing dataset; fail with instructions instead")
-    a("--out", help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
-      "(default: results)")
+    a(
+        "--data-root",
+        help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
+        "else ~/.cache/cfbench/data)",
+    )
+    a(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        default=None,
+        help="never try to download a missing dataset; fail with instructions instead",
+    )
+    a(
+        "--out",
+        help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
+        "(default: results)",
+    )
     a("--device", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     a("--epochs", type=int, help="epochs for every task (default: the per-dataset paper value)")
     a("--batch-size", type=int, help="training batch size (default: 128)")
     a("--lr", type=float, help="AdamW peak learning rate (default: 1e-5)")
     a("--weight-decay", type=float, help="AdamW weight decay (default: 0.1)")
-    a("--warmup-steps", type=int, help="linear warm-up steps before cosine decay, per task "
-      "(default: 500)")
+    a(
+        "--warmup-steps",
+        type=int,
+        help="linear warm-up steps before cosine decay, per task (default: 500)",
+    )
     a("--workers", type=int, help="data-loading processes (default: 0 on CPU, up to 8 on GPU)")
-    a("--probe-max-train", type=int, dest="probe_max_train_samples",
-      help="fit the linear probe on at most this many training images per dataset (default: all)")
+    a(
+        "--probe-max-train",
+        type=int,
+        dest="probe_max_train_samples",
+        help="fit the linear probe on at most this many training images per dataset (default: all)",
+    )
     a("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -76,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
         sequence = get_sequence(args.sequence)
         cli = {k: v for k, v in vars(args).items() if k not in ("strategy_arg", "debug")}
-        strategy_args = {**sequence.strategy_args.get(args.strategy, {}),
-                         **parse_strategy_args(args.strategy_arg)}
+        strategy_args = {
+            **sequence.strategy_args.get(args.strategy, {}),
+            **parse_strategy_args(args.strategy_arg),
+        }
         cfg = build_run_config(sequence.defaults, cli, {"strategy_args": strategy_args})
         run(cfg, sequence)
         return 0

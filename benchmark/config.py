@@ -106,20 +106,32 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     t = cfg.train
-    _check(t.epochs is None or (isinstance(t.epochs, int) and t.epochs >= 1),
-           f"--epochs must be an integer >= 1, got {t.epochs}")
-    _check(isinstance(t.batch_size, int) and t.batch_size >= 1,
-           f"--batch-size must be an integer >= 1, got {t.batch_size}")
+    _check(
+        t.epochs is None or (isinstance(t.epochs, int) and t.epochs >= 1),
+        f"--epochs must be an integer >= 1, got {t.epochs}",
+    )
+    _check(
+        isinstance(t.batch_size, int) and t.batch_size >= 1,
+        f"--batch-size must be an integer >= 1, got {t.batch_size}",
+    )
     for name in ("lr", "weight_decay", "grad_clip"):
         value = getattr(t, name)
-        _check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
-               f"{name} must be a finite number >= 0, got {value}")
+        _check(
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+            f"{name} must be a finite number >= 0, got {value}",
+        )
     _check(t.lr > 0, f"--lr must be > 0, got {t.lr}")
-    _check(isinstance(t.warmup_steps, int) and t.warmup_steps >= 0,
-           f"warmup_steps must be an integer >= 0, got {t.warmup_steps}")
-    _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-           f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+    _check(
+        isinstance(t.warmup_steps, int) and t.warmup_steps >= 0,
+        f"warmup_steps must be an integer >= 0, got {t.warmup_steps}",
+    )
+    _check(
+        cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+        f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'",
+    )
     p = cfg.probe
     _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")
-    _check(p.max_train_samples is None or p.max_train_samples >= 10,
-           f"--probe-max-train must be >= 10, got {p.max_train_samples}")
+    _check(
+        p.max_train_samples is None or p.max_train_samples >= 10,
+        f"--probe-max-train must be >= 10, got {p.max_train_samples}",
+    )

@@ -61,8 +61,13 @@ def extract_features(
     desc: str = "features",
 ) -> torch.Tensor:
     """Embeddings [N, D] (float32, on ``device``) in dataset order; bf16 autocast on CUDA."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     was_training = encoder.training
     encoder.eval()
     chunks = []
@@ -122,8 +127,16 @@ class MatrixEvaluation(SupervisedPlugin):
         records = []
         for ds in self.datasets:
             for kind, acc in self.evaluate_dataset(model, ds).items():
-                records.append(dict(stage=stage, stage_task=stage_task, dataset=ds.name,
-                                    role=ds.role, kind=kind, accuracy=100.0 * acc))
+                records.append(
+                    dict(
+                        stage=stage,
+                        stage_task=stage_task,
+                        dataset=ds.name,
+                        role=ds.role,
+                        kind=kind,
+                        accuracy=100.0 * acc,
+                    )
+                )
         self.next_stage += 1
         self.on_stage(stage, records)
         return records
@@ -133,15 +146,30 @@ class MatrixEvaluation(SupervisedPlugin):
         n_train = len(ds.data.train)
         idx, val_mask = _probe_split(n_train, self.probe.max_train_samples)
         kw = dict(device=self.device, batch_size=self.probe.batch_size, workers=self.workers)
-        train_f = extract_features(encoder, Transformed(ds.data.train, self.transform, idx),
-                                   desc=f"features {ds.name} train", **kw)
-        test_f = extract_features(encoder, Transformed(ds.data.test, self.transform),
-                                  desc=f"features {ds.name} test", **kw)
+        train_f = extract_features(
+            encoder,
+            Transformed(ds.data.train, self.transform, idx),
+            desc=f"features {ds.name} train",
+            **kw,
+        )
+        test_f = extract_features(
+            encoder,
+            Transformed(ds.data.test, self.transform),
+            desc=f"features {ds.name} test",
+            **kw,
+        )
         train_y = torch.as_tensor(np.asarray(targets_of(ds.data.train))[idx], device=self.device)
         test_y = torch.as_tensor(targets_of(ds.data.test), device=self.device)
-        result = linear_probe(train_f, train_y, torch.as_tensor(val_mask, device=self.device),
-                              test_f, test_y, ds.data.num_classes, self.probe.c_grid,
-                              self.probe.max_iter)
+        result = linear_probe(
+            train_f,
+            train_y,
+            torch.as_tensor(val_mask, device=self.device),
+            test_f,
+            test_y,
+            ds.data.num_classes,
+            self.probe.c_grid,
+            self.probe.max_iter,
+        )
         out = {"lp": result.accuracy}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T

@@ -23,8 +23,10 @@ DEFINITIONS = {
 def _check(r: np.ndarray, n_tasks: int) -> np.ndarray:
     r = np.asarray(r, dtype=float)
     if r.ndim != 2 or r.shape[0] != n_tasks + 1 or r.shape[1] < n_tasks:
-        raise ValueError(f"expected a matrix with {n_tasks + 1} rows and >= {n_tasks} columns, "
-                         f"got shape {r.shape}")
+        raise ValueError(
+            f"expected a matrix with {n_tasks + 1} rows and >= {n_tasks} columns, "
+            f"got shape {r.shape}"
+        )
     return r
 
 
@@ -52,7 +54,7 @@ def delta_lp_past_tasks(r: np.ndarray, n_tasks: int) -> float:
 
 
 def forgetting(r: np.ndarray, n_tasks: int) -> float:
-    """Average forgetting: best accuracy after learning task j (before the last stage) minus final."""
+    """Average forgetting: best accuracy on task j after learning it (before T) minus final."""
     r = _check(r, n_tasks)
     big_t = n_tasks
     values = [np.max(r[j + 1 : big_t, j]) - r[big_t, j] for j in range(big_t - 1)]
@@ -71,7 +73,7 @@ def summarize(r: np.ndarray, n_tasks: int, columns: list[str]) -> dict:
     d = delta_lp(r, n_tasks)
     return {
         "final_avg_acc": final_average_accuracy(r, n_tasks),
-        "delta_lp": {name: float(v) for name, v in zip(columns, d)},
+        "delta_lp": {name: float(v) for name, v in zip(columns, d, strict=True)},
         "delta_lp_controls": delta_lp_controls(r, n_tasks),
         "delta_lp_past_tasks": delta_lp_past_tasks(r, n_tasks),
         "forgetting": forgetting(r, n_tasks),

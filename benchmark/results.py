@@ -19,8 +19,17 @@ import pandas as pd
 from benchmark import metrics
 from benchmark.errors import CFBenchError
 
-RECORD_COLUMNS = ["sequence", "strategy", "seed", "stage", "stage_task", "dataset", "role", "kind",
-                  "accuracy"]
+RECORD_COLUMNS = [
+    "sequence",
+    "strategy",
+    "seed",
+    "stage",
+    "stage_task",
+    "dataset",
+    "role",
+    "kind",
+    "accuracy",
+]
 KINDS = ("lp", "zs", "head")
 
 
@@ -81,8 +90,9 @@ def matrix(records: pd.DataFrame, kind: str, columns: list[str]) -> pd.DataFrame
 class RunResults:
     """Collects records stage by stage and rewrites the run's files after each stage."""
 
-    def __init__(self, folder: Path, identity: dict[str, Any], tasks: list[str],
-                 controls: list[str]):
+    def __init__(
+        self, folder: Path, identity: dict[str, Any], tasks: list[str], controls: list[str]
+    ):
         self.folder = Path(folder)
         self.identity = identity  # sequence, strategy, seed
         self.tasks, self.controls = list(tasks), list(controls)
@@ -93,8 +103,9 @@ class RunResults:
             probe.write_text("")
             probe.unlink()
         except OSError as error:
-            raise CFBenchError(f"cannot write to {self.folder} ({error.strerror}); "
-                               "choose another --out") from None
+            raise CFBenchError(
+                f"cannot write to {self.folder} ({error.strerror}); choose another --out"
+            ) from None
 
     @property
     def columns(self) -> list[str]:

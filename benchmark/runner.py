@@ -47,8 +47,12 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     names = list(sequence.tasks) + list(sequence.controls)
     data = {n: load_task(n, cfg.data_root, cfg.download) for n in names}  # fail before training
     folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
-    results = RunResults(folder, {"sequence": sequence.name, "strategy": cfg.strategy,
-                                  "seed": cfg.seed}, list(sequence.tasks), list(sequence.controls))
+    results = RunResults(
+        folder,
+        {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed},
+        list(sequence.tasks),
+        list(sequence.controls),
+    )
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
 
     encoder = build_encoder(cfg.model, cfg.pretrained)
@@ -57,32 +61,58 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     tasks = [data[n] for n in sequence.tasks]
     model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks))
     evals = [
-        EvalDataset(n, "task" if n in sequence.tasks else "control",
-                    sequence.tasks.index(n) if n in sequence.tasks else None, data[n],
-                    encoder.text.class_weights(data[n].classnames, data[n].templates)
-                    if encoder.text is not None else None)
+        EvalDataset(
+            n,
+            "task" if n in sequence.tasks else "control",
+            sequence.tasks.index(n) if n in sequence.tasks else None,
+            data[n],
+            encoder.text.class_weights(data[n].classnames, data[n].templates)
+            if encoder.text is not None
+            else None,
+        )
         for n in names
     ]
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
 
-    results.write_config({**cfg.to_dict(), "sequence_spec": {
-        "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
-        "epochs": {t: cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks}}})
+    results.write_config(
+        {
+            **cfg.to_dict(),
+            "sequence_spec": {
+                "name": sequence.name,
+                "tasks": list(sequence.tasks),
+                "controls": list(sequence.controls),
+                "epochs": {t: cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks},
+            },
+        }
+    )
 
     def on_stage(stage: int, records: list[dict]) -> None:
         results.add_stage(stage, records)
         lp = {r["dataset"]: r["accuracy"] for r in records if r["kind"] == "lp"}
-        tqdm.write(f"stage {stage} ({records[0]['stage_task']}): LP "
-                   + "  ".join(f"{k} {v:.1f}" for k, v in lp.items()))
+        tqdm.write(
+            f"stage {stage} ({records[0]['stage_task']}): LP "
+            + "  ".join(f"{k} {v:.1f}" for k, v in lp.items())
+        )
 
     context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks)
-    evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
-                                  list(sequence.tasks), on_stage,
-                                  workers=default_workers(cfg.train, device))
+    evaluation = MatrixEvaluation(
+        evals,
+        encoder.eval_transform,
+        cfg.probe,
+        device,
+        list(sequence.tasks),
+        on_stage,
+        workers=default_workers(cfg.train, device),
+    )
     # The evaluation plugin goes last so it sees what every strategy plugin did after a task.
-    trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=make_plugins(context) + [evaluation],
-                      task_names=list(sequence.tasks))
+    trainer = Trainer(
+        model=model,
+        cfg=cfg.train,
+        device=device,
+        plugins=make_plugins(context) + [evaluation],
+        task_names=list(sequence.tasks),
+    )
     stream = build_stream(tasks, encoder.train_transform, encoder.eval_transform)
     for t, experience in enumerate(stream.train_stream):
         trainer.train_task(experience, cfg.train.epochs or sequence.task_epochs(sequence.tasks[t]))
@@ -91,9 +121,11 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
     head = summary.get("lp", {})
-    log(f"final avg acc {head.get('final_avg_acc', float('nan')):.2f}  "
+    log(
+        f"final avg acc {head.get('final_avg_acc', float('nan')):.2f}  "
         f"delta-LP controls {head.get('delta_lp_controls', float('nan')):.2f}  "
         f"forgetting {head.get('forgetting', float('nan')):.2f}  "
-        f"({time.time() - started:.1f} s)")
+        f"({time.time() - started:.1f} s)"
+    )
     log(f"run folder: {folder}")
     return folder

@@ -51,7 +51,5 @@ def build_stream(tasks: Sequence[TaskData], train_tf: Callable, eval_tf: Callabl
     task label t for the t-th task (0-based). Experiences carry ``task_label(s)`` and
     ``classes_in_this_experience``, which multi-head modules and the LwF plugin read."""
     train = [task_aware(training_split(d), t, train_tf, eval_tf) for t, d in enumerate(tasks)]
-    test = [
-        task_aware(d.test, t, train_tf, eval_tf).eval() for t, d in enumerate(tasks)
-    ]
+    test = [task_aware(d.test, t, train_tf, eval_tf).eval() for t, d in enumerate(tasks)]
     return with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train, test=test)))

@@ -24,7 +24,7 @@ from benchmark.errors import CFBenchError
 
 
 def warmup_cosine(warmup: int, total: int):
-    """LR factor at step s: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    """LR factor at step s: linear warm-up for ``warmup`` steps, then cosine decay to 0."""
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -44,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_workers(cfg: TrainConfig, device: torch.device) -> int:
-    """Data-loading processes: as configured, else none on CPU (the cores train) and up to 8 on GPU."""
+    """Loader processes: as configured, else none on CPU (the cores train) and up to 8 on GPU."""
     if cfg.workers is not None:
         return cfg.workers
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
@@ -144,10 +144,13 @@ class Trainer(SupervisedTemplate):
     def _before_training_epoch(self, **kwargs):
         super()._before_training_epoch(**kwargs)
         t = self.clock.train_exp_counter
-        desc = f"train {t + 1}/{len(self.task_names)} {self._task_name()} " \
-               f"ep {self.clock.train_exp_epochs + 1}/{self.train_epochs}"
-        self._bar = tqdm(total=len(self.dataloader), desc=desc, leave=False, dynamic_ncols=True,
-                         disable=None)
+        desc = (
+            f"train {t + 1}/{len(self.task_names)} {self._task_name()} "
+            f"ep {self.clock.train_exp_epochs + 1}/{self.train_epochs}"
+        )
+        self._bar = tqdm(
+            total=len(self.dataloader), desc=desc, leave=False, dynamic_ncols=True, disable=None
+        )
 
     def _after_training_iteration(self, **kwargs):
         super()._after_training_iteration(**kwargs)

@@ -112,21 +112,26 @@ def load_sequence_file(path: Path) -> SequenceSpec:
     Every error names the file and line.
     """
     if not path.is_file():
-        raise CFBenchError(f"sequence file {path} does not exist; give a registered name "
-                           f"({', '.join(SEQUENCES)}) or an existing .yaml file")
+        raise CFBenchError(
+            f"sequence file {path} does not exist; give a registered name "
+            f"({', '.join(SEQUENCES)}) or an existing .yaml file"
+        )
     try:
         root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
-        raise CFBenchError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})")
+        problem = getattr(error, "problem", error)
+        raise CFBenchError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(root, yaml.MappingNode):
         raise CFBenchError(f"{path}: expected a mapping with at least a 'tasks' list")
     fields = {key.value: (key, value) for key, value in root.value}
     allowed = {"name", "tasks", "controls", "defaults", "strategy_args"}
     for key, (knode, _) in fields.items():
         if key not in allowed:
-            raise _fail(path, knode, f"unknown key '{key}'; valid keys: {', '.join(sorted(allowed))}")
+            raise _fail(
+                path, knode, f"unknown key '{key}'; valid keys: {', '.join(sorted(allowed))}"
+            )
     if "tasks" not in fields:
         raise CFBenchError(f"{path}: missing the 'tasks' list")
 
@@ -153,8 +158,9 @@ def load_sequence_file(path: Path) -> SequenceSpec:
             else:
                 raise _fail(path, item, f"entries of '{key}' must be dataset names")
             if name not in TASKS:
-                raise _fail(path, item, f"unknown dataset '{name}'; valid names: "
-                                        f"{', '.join(sorted(TASKS))}")
+                raise _fail(
+                    path, item, f"unknown dataset '{name}'; valid names: {', '.join(sorted(TASKS))}"
+                )
             out.append(name)
         return tuple(out), epochs
 
@@ -173,9 +179,25 @@ def load_sequence_file(path: Path) -> SequenceSpec:
                 raise _fail(path, fields[key][0], f"'{key}' must be a mapping")
             extras[key] = value
     name = _plain(fields["name"][1]) if "name" in fields else path.stem
-    return SequenceSpec(str(name), tasks, controls, epochs, extras.get("defaults", {}),
-                        extras.get("strategy_args", {}))
+    return SequenceSpec(
+        str(name),
+        tasks,
+        controls,
+        epochs,
+        extras.get("defaults", {}),
+        extras.get("strategy_args", {}),
+    )
 
 
-__all__ = ["TASKS", "SEQUENCES", "SequenceSpec", "TaskData", "TaskSpec", "get_sequence",
-           "get_task", "load_task", "load_sequence_file", "validation_split"]
+__all__ = [
+    "TASKS",
+    "SEQUENCES",
+    "SequenceSpec",
+    "TaskData",
+    "TaskSpec",
+    "get_sequence",
+    "get_task",
+    "load_task",
+    "load_sequence_file",
+    "validation_split",
+]

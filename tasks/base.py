@@ -48,7 +48,7 @@ class TaskSpec:
 
 
 class TargetsDataset(Dataset):
-    """Wrap a dataset that lacks ``.targets`` (SVHN, GTSRB, DTD, StanfordCars) with explicit labels."""
+    """Give a dataset without ``.targets`` (SVHN, GTSRB, DTD, StanfordCars) explicit labels."""
 
     def __init__(self, base: Dataset, targets: Sequence[int]):
         if len(base) != len(targets):

@@ -1,9 +1,10 @@
 """Deterministic synthetic image-classification tasks for offline runs and tests.
 
 Each class has a smooth colour pattern (a random 4x4x3 grid, upsampled) as its prototype. An
-image is its class prototype, randomly shifted, with contrast jitter and low-frequency noise added,
-so the classes are learnable from structure (not separable by one pixel) and a fine-tuned encoder
-beats a random one. Everything is derived from ``seed``: the same task is identical on every machine.
+image is its class prototype, randomly shifted, with contrast jitter and low-frequency noise
+added, so the classes are learnable from structure (not separable by one pixel) and a fine-tuned
+encoder beats a random one. Everything is derived from ``seed``: the same task is identical on
+every machine.
 """
 
 from __future__ import annotations

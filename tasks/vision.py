@@ -61,7 +61,9 @@ def _cifar10(root: Path, download: bool) -> TaskData:
     def make(p, d):
         return CIFAR10(p, train=True, download=d), CIFAR10(p, train=False, download=d)
 
-    hint = "fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into {path}"
+    hint = (
+        "fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into {path}"
+    )
     train, test = _load("cifar10", root, download, make, hint)
     return TaskData("cifar10", train, test, list(train.classes), TEMPLATES["cifar10"])
 
@@ -72,7 +74,9 @@ def _cifar100(root: Path, download: bool) -> TaskData:
     def make(p, d):
         return CIFAR100(p, train=True, download=d), CIFAR100(p, train=False, download=d)
 
-    hint = "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into {path}"
+    hint = (
+        "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into {path}"
+    )
     train, test = _load("cifar100", root, download, make, hint)
     names = [c.replace("_", " ") for c in train.classes]
     return TaskData("cifar100", train, test, names, TEMPLATES["cifar100"])
@@ -84,7 +88,10 @@ def _mnist(root: Path, download: bool) -> TaskData:
     def make(p, d):
         return MNIST(p, train=True, download=d), MNIST(p, train=False, download=d)
 
-    hint = "fetch the four MNIST idx .gz files (ossci-datasets.s3.amazonaws.com/mnist/) into {path}/MNIST/raw"
+    hint = (
+        "fetch the four MNIST idx .gz files (ossci-datasets.s3.amazonaws.com/mnist/) "
+        "into {path}/MNIST/raw"
+    )
     train, test = _load("mnist", root, download, make, hint)
     return TaskData("mnist", train, test, DIGITS, TEMPLATES["mnist"])
 
@@ -95,7 +102,10 @@ def _svhn(root: Path, download: bool) -> TaskData:
     def make(p, d):
         return SVHN(p, split="train", download=d), SVHN(p, split="test", download=d)
 
-    hint = "fetch train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ into {path}"
+    hint = (
+        "fetch train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
+        "into {path}"
+    )
     train, test = _load("svhn", root, download, make, hint)
     wrap = [TargetsDataset(ds, ds.labels) for ds in (train, test)]
     return TaskData("svhn", wrap[0], wrap[1], DIGITS, TEMPLATES["svhn"])
@@ -125,7 +135,10 @@ def _dtd(root: Path, download: bool) -> TaskData:
         parts = [DTD(p, split=s, partition=1, download=d) for s in ("train", "val", "test")]
         return parts, parts[2]
 
-    hint = "fetch https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz and extract it into {path}/dtd"
+    hint = (
+        "fetch https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz "
+        "and extract it into {path}/dtd"
+    )
     (train, val, test), _ = _load("dtd", root, download, make, hint)
     train_val = ConcatTargets([TargetsDataset(ds, ds._labels) for ds in (train, val)])
     return TaskData(
@@ -140,7 +153,10 @@ def _eurosat(root: Path, download: bool) -> TaskData:
         ds = EuroSAT(p, download=d)
         return ds, ds
 
-    hint = "fetch EuroSAT.zip (RGB, zenodo.org/records/7711810) and extract it so that {path}/eurosat/2750/<class>/ exist"
+    hint = (
+        "fetch EuroSAT.zip (RGB, zenodo.org/records/7711810) and extract it so that "
+        "{path}/eurosat/2750/<class>/ exist"
+    )
     full, _ = _load("eurosat", root, download, make, hint)
     train, test = _holdout(full, 0.1)
     names = [EUROSAT_NAMES.get(c, c) for c in full.classes]
@@ -176,7 +192,11 @@ def _cars(root: Path, download: bool) -> TaskData:
     )
     train, test = _load("cars", root, False, make, hint)
     return TaskData(
-        "cars", _samples_targets(train), _samples_targets(test), list(train.classes), TEMPLATES["cars"]
+        "cars",
+        _samples_targets(train),
+        _samples_targets(test),
+        list(train.classes),
+        TEMPLATES["cars"],
     )
 
 

@@ -1,0 +1,135 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from run_benchmark import build_parser, main
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    assert main(["--sequence", "smoke", "--out", str(out), "--seed", "0"]) == 0
+    return out / "smoke" / "ft" / "seed0"
+
+
+def test_smoke_run_writes_every_file(smoke_run):
+    for name in (
+        "config.json",
+        "records.csv",
+        "lp_matrix.csv",
+        "zs_matrix.csv",
+        "head_matrix.csv",
+        "metrics.json",
+    ):
+        assert (smoke_run / name).is_file(), name
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["model"] == "cfbench-tiny-vit" and config["strategy"] == "ft"
+    records = pd.read_csv(smoke_run / "records.csv")
+    assert {
+        "sequence",
+        "strategy",
+        "seed",
+        "stage",
+        "stage_task",
+        "dataset",
+        "role",
+        "kind",
+        "accuracy",
+    } <= set(records.columns)
+    # 4 stages x (3 tasks x {lp, zs, head} + 1 control x {lp, zs})
+    assert len(records) == 4 * (3 * 3 + 2)
+    assert set(records[records.dataset == "synth_control"].role) == {"control"}
+    assert records.accuracy.between(0, 100).all()
+
+
+def test_smoke_matrix_has_t_plus_one_rows_and_training_helps(smoke_run):
+    lp = pd.read_csv(smoke_run / "lp_matrix.csv", index_col="stage")
+    head = pd.read_csv(smoke_run / "head_matrix.csv", index_col="stage")
+    assert list(lp.index) == [0, 1, 2, 3]
+    assert list(lp.columns) == ["synth_a", "synth_b", "synth_c", "synth_control"]
+    assert list(head.columns) == ["synth_a", "synth_b", "synth_c"]
+    for t, task in enumerate(["synth_a", "synth_b", "synth_c"], start=1):
+        assert lp.loc[t, task] > lp.loc[0, task], task  # the probe gains on the trained task
+        assert head.loc[t, task] > head.loc[0, task] + 10, task
+
+
+def test_smoke_metrics_match_the_matrix(smoke_run):
+    lp = pd.read_csv(smoke_run / "lp_matrix.csv", index_col="stage").to_numpy()
+    m = json.loads((smoke_run / "metrics.json").read_text())["lp"]
+    assert m["final_avg_acc"] == pytest.approx(lp[3, :3].mean(), abs=1e-3)
+    assert m["delta_lp_controls"] == pytest.approx(lp[3, 3] - lp[0, 3], abs=1e-3)
+    assert m["bwt"] == pytest.approx(((lp[3, 0] - lp[1, 0]) + (lp[3, 1] - lp[2, 1])) / 2, abs=1e-3)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_benchmark.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_missing_dataset_is_one_line_exit_2_no_traceback(tmp_path):
+    seq = tmp_path / "real.yaml"
+    seq.write_text("tasks: [resisc45]\ncontrols: [synth_a]\n")
+    proc = _cli(
+        "--sequence",
+        str(seq),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--no-download",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        "cfbench-tiny-vit",
+        "--pretrained",
+        "none",
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: dataset 'resisc45'")
+    assert "NWPU-RESISC45" in lines[0] and str(tmp_path / "data" / "resisc45") in lines[0]
+    assert not (tmp_path / "out").exists()  # failed before anything was written
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--strategy", "nosuch"], "unknown strategy 'nosuch'; valid names: ft"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--model", "NoSuchNet"], "unknown model 'NoSuchNet'"),
+        (["--sequence", "nosuch"], "unknown sequence 'nosuch'"),
+    ],
+)
+def test_bad_input_exit_2(tmp_path, capsys, args, needle):
+    assert main(["--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_help_explains_every_option():
+    text = build_parser().format_help()
+    for option in (
+        "--sequence",
+        "--strategy",
+        "--model",
+        "--pretrained",
+        "--seed",
+        "--data-root",
+        "--out",
+        "--device",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--no-download",
+    ):
+        assert option in text

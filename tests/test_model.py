@@ -1,0 +1,51 @@
+import torch
+import torch.nn.functional as F
+
+from benchmark.model import CosineHead, MultiTaskClassifier
+from tasks.synthetic import SYNTHETIC_TASKS
+
+
+def test_zero_shot_weights_shape_unit_norm_and_template_average(tiny_encoder):
+    text = tiny_encoder.text
+    names, templates = ["red waves", "blue dots", "grey rings"], ["a {}.", "the {} here."]
+    w = text.class_weights(names, templates)
+    assert w.shape == (3, tiny_encoder.embed_dim)
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(3))
+    # independent computation for one class: normalise each template, average, re-normalise
+    with torch.no_grad():
+        emb = text.model.encode_text(text.tokenizer([t.format("blue dots") for t in templates]))
+    expected = F.normalize(F.normalize(emb, dim=-1).mean(0), dim=0)
+    torch.testing.assert_close(w[1], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_zero_shot_head_logits_use_clip_scale(tiny_encoder):
+    scale = tiny_encoder.text.logit_scale
+    assert abs(scale - 1 / 0.07) < 1e-3  # open_clip's initial temperature for random weights
+    w = F.normalize(torch.randn(4, 32), dim=1)
+    head = CosineHead(w, scale=scale)
+    f = torch.randn(5, 32) * 3
+    expected = scale * F.normalize(f, dim=1) @ w.T
+    torch.testing.assert_close(head(f), expected)
+    assert torch.all(head.bias == 0) and head.weight.requires_grad
+
+
+def test_text_tower_is_outside_trained_module(tiny_encoder):
+    heads = [CosineHead(torch.randn(3, 32)), CosineHead(torch.randn(5, 32))]
+    model = MultiTaskClassifier(tiny_encoder.module, heads)
+    trained = {id(p) for p in model.parameters()}
+    assert not any(id(p) in trained for p in tiny_encoder.text.model.parameters())
+    assert not hasattr(tiny_encoder.text.model, "visual")
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x, 1).shape == (2, 5)
+    assert model(x, torch.tensor([0, 1])).shape == (2, 5)  # padded to the widest head
+
+
+def test_synthetic_task_is_deterministic_and_labelled():
+    spec = SYNTHETIC_TASKS["synth_a"]
+    a, b = spec.build(None, False), spec.build(None, False)
+    assert len(a.classnames) == len(set(a.classnames)) == 8
+    img, label = a.train[3]
+    assert img.size == (32, 32) and img.mode == "RGB"
+    assert list(img.getdata()) == list(b.train[3][0].getdata()) and label == b.train[3][1]
+    assert sorted(set(a.train.targets)) == list(range(8))
+    assert len(a.train) == 8 * 60 and len(a.test) == 8 * 40
