@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,7 @@ import torch
 
 from benchmark.config import ProbeConfig, TrainConfig
 from benchmark.errors import CFBenchError
-from strategies import ft
+from strategies import ewc, ft, l2sp, ldifs, lp_ft, lwf, replay, wise_ft
 
 
 @dataclass
@@ -41,20 +44,97 @@ class StrategySpec:
 
 
 STRATEGIES: dict[str, StrategySpec] = {
-    "ft": StrategySpec("ft", ft.Config, ft.build),
+    s.name: s
+    for s in (
+        StrategySpec("ft", ft.Config, ft.build),
+        StrategySpec("l2sp", l2sp.Config, l2sp.build),
+        StrategySpec("ldifs", ldifs.Config, ldifs.build),
+        StrategySpec("lp_ft", lp_ft.Config, lp_ft.build),
+        StrategySpec("ewc", ewc.Config, ewc.build),
+        StrategySpec("lwf", lwf.Config, lwf.build),
+        StrategySpec("replay", replay.Config, replay.build),
+        StrategySpec("wise_ft", wise_ft.Config, wise_ft.build),
+    )
 }
 
 Builder = Callable[[StrategyContext], list]
 
 
+def describe_fields(config_cls: type) -> str:
+    """'name: type = default' for every field of a strategy config ('none' when it has none)."""
+    parts = [
+        f"{f.name}: {_type_name(f.type)} = {f.default!r}" for f in dataclasses.fields(config_cls)
+    ]
+    return ", ".join(parts) or "none"
+
+
+def _type_name(annotation: Any) -> str:
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return text.replace("typing.", "").replace("Literal", "one of ")
+
+
 def make_config(config_cls: type, args: Mapping[str, Any]):
-    """Instantiate a strategy config, rejecting unknown or ill-typed fields with the valid list."""
+    """Instantiate a strategy config from loosely typed values (YAML, the command line).
+
+    Values are coerced to the field's annotation (int -> float, numeric strings such as '1e-3',
+    which YAML reads as text, -> float); anything else ill-typed, an unknown field, or a value the
+    config's own checks reject raises CFBenchError with the list of valid fields.
+    """
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    valid = ", ".join(f"{n}: {f.type}" for n, f in fields.items()) or "none"
-    for key in args:
+    hints = typing.get_type_hints(config_cls)
+    valid = f"valid fields: {describe_fields(config_cls)}"
+    values = {}
+    for key, value in args.items():
         if key not in fields:
-            raise CFBenchError(f"unknown strategy argument '{key}'; valid fields: {valid}")
-    return config_cls(**args)
+            raise CFBenchError(f"unknown strategy argument '{key}'; {valid}")
+        try:
+            values[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError):
+            expected = _type_name(fields[key].type)
+            raise CFBenchError(
+                f"strategy argument {key}={value!r} is not {expected}; {valid}"
+            ) from None
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as error:
+        raise CFBenchError(f"bad strategy argument: {error}; {valid}") from None
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """``value`` as ``annotation`` (float, int, bool, str, Literal, X | None), else TypeError."""
+    origin, options = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(value)
+    if origin is typing.Literal:
+        if any(value == o and type(value) is type(o) for o in options):
+            return value
+        raise ValueError(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(value)
+    if annotation in (int, float):
+        if isinstance(value, bool) or value is None:
+            raise TypeError(value)
+        if isinstance(value, str):
+            value = float(value.strip())  # '1e-3' (YAML 1.1 text), 'nan' is caught by the config
+        if annotation is int:
+            if not math.isfinite(value) or float(value) != int(value):
+                raise ValueError(value)
+            return int(value)
+        return float(value)
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError(value)
+    return value
 
 
 def resolve(name: str, args: Mapping[str, Any] | None = None) -> Builder:
@@ -65,25 +145,65 @@ def resolve(name: str, args: Mapping[str, Any] | None = None) -> Builder:
         config = make_config(spec.config, args)
         return lambda context: list(spec.build(context, config))
     if ":" not in name:
-        raise CFBenchError(f"unknown strategy '{name}'; valid names: {', '.join(STRATEGIES)}, "
-                           "or package.module:factory for your own")
+        raise CFBenchError(
+            f"unknown strategy '{name}'; valid names: {', '.join(STRATEGIES)}, "
+            "or package.module:factory for your own"
+        )
     module_name, _, attr = name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
-        raise CFBenchError(f"cannot import strategy '{name}' ({error}); check that the module "
-                           "is importable (on PYTHONPATH) and defines that factory") from None
-    return lambda context: _call_external(factory, context, args, name)
+        raise CFBenchError(
+            f"cannot import strategy '{name}' ({error}); check that the module "
+            "is importable (on PYTHONPATH) and defines that factory"
+        ) from None
+    kwargs = _external_args(factory, args, name)
+    return lambda context: _call_external(factory, context, kwargs, name)
+
+
+def _external_args(factory: Callable, args: dict, name: str) -> dict:
+    """Check the arguments of a user factory against its signature; coerce simply-annotated ones
+    (float, int, bool, str, Literal, X | None) as ``make_config`` does."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return dict(args)  # no signature to check against (a builtin): the call will tell
+    params = {
+        k: p
+        for k, p in signature.parameters.items()
+        if k != "context" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    shown = [k if p.default is p.empty else f"{k} = {p.default!r}" for k, p in params.items()]
+    valid = f"valid fields: {', '.join(shown) or 'none'}"
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # noqa: BLE001 - annotations naming types imported only for type checkers
+        hints = {}
+    out = {}
+    for key, value in args.items():
+        if key not in params and not open_ended:
+            raise CFBenchError(f"unknown argument '{key}' for strategy '{name}'; {valid}")
+        try:
+            out[key] = _coerce(value, hints[key]) if key in hints else value
+        except (TypeError, ValueError):
+            raise CFBenchError(
+                f"strategy argument {key}={value!r} is not {_type_name(hints[key])}; {valid}"
+            ) from None
+    return out
 
 
 def _call_external(factory: Callable, context: StrategyContext, args: dict, name: str) -> list:
     """Call a user factory: it gets ``context=`` if it declares that parameter, plus the args."""
-    params = inspect.signature(factory).parameters
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
     kwargs = dict(args)
     if "context" in params:
         kwargs["context"] = context
     try:
         plugins = factory(**kwargs)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise CFBenchError(f"strategy '{name}' rejected its arguments: {error}") from None
     return list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

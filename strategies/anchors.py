@@ -1,0 +1,66 @@
+"""Anchors: frozen copies of the image encoder that L2-SP and LDIFS pull the trained encoder to.
+
+The copy lives in the plugin, outside ``strategy.model``, so Avalanche never hands it to the
+optimiser (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from strategies.common import cpu_state
+
+ANCHORS = ("previous", "pretrained")
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """In place: eval mode, no gradients, and no forward hooks (a copy inherits the original's,
+    e.g. LDIFS's recorders, which must only see the trained encoder)."""
+    for m in module.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    return module.eval().requires_grad_(False)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    return freeze(copy.deepcopy(module))
+
+
+class FrozenAnchor:
+    """A frozen copy of ``encoder`` (the live, trained encoder).
+
+    ``mode="previous"``: retaken at the start of every task, so it is the encoder at the end of the
+    previous task (the pretrained one for the first task). ``mode="pretrained"``: taken once, at
+    the start of the first task.
+    """
+
+    def __init__(self, encoder: nn.Module, mode: str = "previous"):
+        if mode not in ANCHORS:
+            raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}; got {mode!r}")
+        self.encoder, self.mode = encoder, mode
+        self.module: nn.Module | None = None
+
+    def update(self) -> bool:
+        """Call at the start of a task; True when the copy was (re)taken."""
+        if self.module is not None and self.mode == "pretrained":
+            return False
+        self.module = frozen_copy(self.encoder)
+        return True
+
+    def state_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "module": None if self.module is None else cpu_state(self.module),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["mode"] != self.mode:
+            raise ValueError(f"checkpoint anchor is '{state['mode']}', this run's is '{self.mode}'")
+        if state["module"] is None:
+            self.module = None
+            return
+        module = frozen_copy(self.encoder)  # same architecture and device; weights from the state
+        module.load_state_dict(state["module"])
+        self.module = module

@@ -1,0 +1,82 @@
+"""Online EWC: Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS
+2017, arXiv:1612.00796; online form of Schwarz et al., "Progress & Compress", ICML 2018,
+arXiv:1805.06370, as Avalanche's ``EWCPlugin(mode="online")`` implements it:
+
+    loss = CE + lambda * sum_i F_i (theta_i - theta*_i)^2,   F <- decay * F + F_t after task t,
+
+theta* = the weights at the end of the previous task, F_t = mean over mini-batches of the squared
+gradient of the mini-batch CE on task t (all model parameters, the heads included). Online mode
+keeps one parameter copy and one importance copy; "separate" mode keeps one per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from avalanche.training.plugins import EWCPlugin
+from avalanche.training.utils import ParamData
+
+from strategies.common import check_weight, preserve_rng
+
+
+@dataclass(frozen=True)
+class Config:
+    """decay = 1: the importances of all past tasks add up, which is the recursive Laplace
+    approximation of the past tasks' losses (Huszar 2018, arXiv:1712.03847), anchored at the
+    latest weights. lam = None: half the training batch size. Avalanche's F is the squared
+    *mini-batch-mean* gradient, about 1/batch of the per-sample Fisher near a minimum, so
+    lam = batch / 2 makes the penalty that Laplace approximation (tasks of similar size) for the
+    mean-CE loss. It is a principled start, not a tuned value: sweep it (x10 steps) for a study."""
+
+    lam: float | None = None  # penalty weight (None: train batch size / 2)
+    decay: float = 1.0  # decay of the accumulated importances, in [0, 1]
+
+    def __post_init__(self):
+        if self.lam is not None:
+            check_weight("lam", self.lam)
+        if not 0.0 <= self.decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
+
+
+def _tensors(params: dict) -> dict:
+    return {
+        task: {k: p.data.detach().cpu().clone() for k, p in d.items()} for task, d in params.items()
+    }
+
+
+def _params(tensors: dict, device) -> dict:
+    return {
+        int(task): {k: ParamData(k, init_tensor=t.to(device), device=device) for k, t in d.items()}
+        for task, d in tensors.items()
+    }
+
+
+class OnlineEWCPlugin(EWCPlugin):
+    """Avalanche's EWC in online mode, with a checkpointable state and an importance pass that
+    does not shift the training RNG."""
+
+    def __init__(self, lam: float, decay: float, device: torch.device | str = "cpu"):
+        super().__init__(ewc_lambda=lam, mode="online", decay_factor=decay)
+        self.device = torch.device(device)  # where a loaded state goes (the training device)
+
+    def after_training_exp(self, strategy, **kwargs):
+        with preserve_rng(strategy.device):
+            super().after_training_exp(strategy, **kwargs)
+
+    def state_dict(self) -> dict:
+        return {
+            "saved_params": _tensors(self.saved_params),
+            "importances": _tensors(self.importances),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.saved_params.clear()
+        self.importances.clear()
+        self.saved_params.update(_params(state["saved_params"], self.device))
+        self.importances.update(_params(state["importances"], self.device))
+
+
+def build(context, config: Config) -> list:
+    lam = context.train.batch_size / 2 if config.lam is None else config.lam
+    return [OnlineEWCPlugin(lam, config.decay, context.device)]

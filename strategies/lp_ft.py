@@ -1,0 +1,105 @@
+"""LP-FT: Kumar, Raghunathan, Jones, Ma & Liang, "Fine-Tuning can Distort Pretrained Features and
+Underperform Out-of-Distribution", ICLR 2022, arXiv:2202.10054.
+
+Before fine-tuning on task t, its head is set to the linear probe fitted on the current encoder's
+L2-normalised features of the task's train split (eval transform; C swept on the validation split,
+as the LP evaluation does):
+
+    (W, b) = argmin mean_i CE(W normalize(f(x_i)) + b, y_i) + ||W||^2 / (2 C n),
+    head(x) = 1 * W normalize(f(x)) + b          (scale 1)
+
+then the encoder and head are fine-tuned with CE as in FT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from torch import nn
+
+from benchmark.config import ProbeConfig
+from benchmark.evaluation import Transformed, _probe_split, extract_features
+from benchmark.probe import linear_probe
+from strategies.common import preserve_rng
+from tasks.base import TaskData, targets_of
+
+
+@dataclass(frozen=True)
+class Config:
+    """No fields: the probe uses the run's probe settings (C grid, --probe-max-train)."""
+
+
+def fit_probe_head(
+    encoder: nn.Module,
+    data: TaskData,
+    transform,
+    probe: ProbeConfig,
+    device: torch.device,
+    workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W [C, D], b [C]) of the linear probe on ``encoder``'s features of ``data.train``."""
+    idx, val_mask = _probe_split(len(data.train), probe.max_train_samples)
+    with preserve_rng(device):  # the probe's data pass must not shift the training RNG
+        x = extract_features(
+            encoder,
+            Transformed(data.train, transform, idx),
+            device,
+            probe.batch_size,
+            workers,
+            desc=f"LP-FT probe {data.name}",
+        )
+    y = torch.as_tensor(np.asarray(targets_of(data.train))[idx], device=device)
+    mask = torch.as_tensor(val_mask, device=device)
+    result = linear_probe(x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter)
+    return result.weight, result.bias
+
+
+@torch.no_grad()
+def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor, scale: float = 1.0):
+    """Overwrite a CosineHead in place (the optimiser keeps the same Parameter objects)."""
+    head.weight.copy_(weight)
+    head.bias.copy_(bias)
+    head.scale.fill_(scale)
+
+
+def lp_init_head(
+    model: nn.Module,
+    task: int,
+    data: TaskData,
+    transform,
+    probe: ProbeConfig,
+    device: torch.device,
+    workers: int = 0,
+) -> None:
+    """LP-initialise ``model.heads[str(task)]`` from ``model.encoder`` (reusable: encoders without
+    a text tower need LP-initialised heads)."""
+    weight, bias = fit_probe_head(model.encoder, data, transform, probe, device, workers)
+    set_head(model.heads[str(task)], weight, bias, scale=1.0)
+
+
+class LPInitPlugin(SupervisedPlugin):
+    """LP-initialise the current task's head at the start of the task."""
+
+    def __init__(self, context):
+        super().__init__()
+        self.context = context
+
+    def before_training_exp(self, strategy, **kwargs):
+        t = strategy.experience.task_label  # = the task's index in the sequence (streams.py)
+        c = self.context
+        lp_init_head(
+            strategy.model,
+            t,
+            c.tasks[t],
+            c.encoder.eval_transform,
+            c.probe,
+            strategy.device,
+            kwargs.get("num_workers", 0),
+        )
+
+
+def build(context, config: Config) -> list:
+    return [LPInitPlugin(context)]
