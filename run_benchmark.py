@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--strategy",
         default="ft",
-        help="registered strategy (ft, ...) or package.module:factory (default: ft)",
+        help="registered strategy (ft, l2sp, ldifs, lp_ft, ewc, lwf, replay, wise_ft), 'all' "
+        "(each of them on the same sequence and seed, then one comparison table), or "
+        "package.module:factory for your own (default: ft)",
     )
     a(
         "--strategy-arg",
@@ -109,18 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.errors import CFBenchError
 
     try:
+        from benchmark.compare import report_comparison
         from benchmark.config import build_run_config
         from benchmark.runner import run
+        from strategies import STRATEGIES, resolve
         from tasks import get_sequence
 
         sequence = get_sequence(args.sequence)
         cli = {k: v for k, v in vars(args).items() if k not in ("strategy_arg", "debug")}
-        strategy_args = {
-            **sequence.strategy_args.get(args.strategy, {}),
-            **parse_strategy_args(args.strategy_arg),
-        }
-        cfg = build_run_config(sequence.defaults, cli, {"strategy_args": strategy_args})
-        run(cfg, sequence)
+        names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
+        extra = parse_strategy_args(args.strategy_arg)
+        if args.strategy == "all" and extra:
+            raise CFBenchError(
+                "--strategy-arg is for one strategy; with --strategy all, set values per "
+                "strategy in the sequence YAML's strategy_args"
+            )
+        cfgs = []
+        for name in names:
+            given = {**sequence.strategy_args.get(name, {}), **extra}
+            layer = {"strategy": name, "strategy_args": given}
+            cfgs.append(build_run_config(sequence.defaults, cli, layer))
+            resolve(name, given)  # every strategy's arguments are checked before any training
+        folders = {cfg.strategy: run(cfg, sequence) for cfg in cfgs}
+        if args.strategy == "all":
+            print(report_comparison(folders))
         return 0
     except CFBenchError as error:
         if args.debug:
