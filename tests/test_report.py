@@ -1,0 +1,358 @@
+"""Report: metrics aggregated over seeds, tables and figures regenerated from saved run folders."""
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.aggregate import (
+    aggregate_seeds,
+    least_forgetting,
+    mean_std,
+    mtil_avg,
+    mtil_last,
+    mtil_transfer,
+    run_metrics,
+)
+from benchmark.errors import CFBenchError
+from benchmark.report import MARKER, discover_runs, main_report, per_run_table
+from benchmark.results import RunResults, run_dir
+
+TASKS = ["a", "b", "c"]
+CONTROLS = ["ctrl"]
+
+# A hand-checkable zero-shot matrix: rows = stage 0..3, columns = a, b, c, ctrl.
+ZS = np.array(
+    [
+        [10.0, 20.0, 30.0, 40.0],
+        [50.0, 22.0, 33.0, 41.0],
+        [45.0, 60.0, 36.0, 42.0],
+        [40.0, 55.0, 70.0, 43.0],
+    ]
+)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def test_mtil_metrics_on_hand_numbers():
+    # Transfer: task b (j = 2) after task a: 22; task c (j = 3) after a and b: (33 + 36) / 2 = 34.5.
+    assert mtil_transfer(ZS, 3) == pytest.approx((22.0 + 34.5) / 2)  # 28.25
+    # The pretrained row is excluded: including it would give ((20+22)/2 + (30+33+36)/3)/2 = 27.
+    assert mtil_transfer(ZS, 3) != pytest.approx(27.0)
+    # Avg: rows 1..3 x task columns a..c.
+    assert mtil_avg(ZS, 3) == pytest.approx((50 + 22 + 33 + 45 + 60 + 36 + 40 + 55 + 70) / 9)
+    assert mtil_last(ZS, 3) == pytest.approx((40 + 55 + 70) / 3)
+    assert math.isnan(mtil_transfer(ZS[:2, :2], 1))  # one task: nothing transfers
+    with pytest.raises(ValueError):
+        mtil_avg(ZS, 4)
+
+
+def test_run_metrics_without_a_zero_shot_matrix_leaves_mtil_nan():
+    values = run_metrics(ZS, 3, None)
+    assert values["final_avg_acc"] == pytest.approx((40 + 55 + 70) / 3)
+    assert values["delta_lp_controls"] == pytest.approx(3.0)
+    assert all(math.isnan(values[k]) for k in ("mtil_transfer", "mtil_avg", "mtil_last"))
+    assert run_metrics(ZS, 3, ZS)["mtil_transfer"] == pytest.approx(28.25)
+
+
+def test_mean_std_is_the_sample_std():
+    mean, std, n = mean_std([1.0, 2.0, 4.0])
+    # mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1 = 2) = 7/3
+    assert (mean, n) == (pytest.approx(7 / 3), 3)
+    assert std == pytest.approx(math.sqrt(7 / 3))  # 1.5275, ddof = 1
+    mean, std, n = mean_std([5.0])
+    assert (mean, n) == (5.0, 1) and math.isnan(std)
+
+
+def test_aggregate_seeds_on_hand_numbers():
+    per_run = pd.DataFrame(
+        {
+            "sequence": ["s"] * 5,
+            "strategy": ["ft", "ft", "ft", "ldifs", "ldifs"],
+            "seed": [2, 0, 1, 0, 1],
+            "final_avg_acc": [70.0, 74.0, 72.0, 80.0, 81.0],
+            "forgetting": [3.0, 1.0, 2.0, 0.5, 0.5],
+        }
+    )
+    table = aggregate_seeds(per_run, ["final_avg_acc", "forgetting"]).set_index("strategy")
+    assert table.loc["ft", "n_seeds"] == 3 and table.loc["ft", "seeds"] == "0 1 2"
+    assert table.loc["ft", "final_avg_acc_mean"] == pytest.approx(72.0)
+    assert table.loc["ft", "final_avg_acc_std"] == pytest.approx(2.0)  # sqrt((4 + 4 + 0) / 2)
+    assert table.loc["ft", "forgetting_std"] == pytest.approx(1.0)
+    assert table.loc["ldifs", "final_avg_acc_mean"] == pytest.approx(80.5)
+    assert table.loc["ldifs", "final_avg_acc_std"] == pytest.approx(math.sqrt(0.5))
+    assert table.loc["ldifs", "forgetting_std"] == pytest.approx(0.0)
+
+
+def test_least_forgetting_breaks_ties_by_forgetting_and_falls_back_to_past_tasks():
+    table = pd.DataFrame(
+        {
+            "strategy": ["ft", "l2sp", "ldifs"],
+            "delta_lp_controls_mean": [-5.0, -1.001, -1.0],  # equal at 2 decimals
+            "delta_lp_past_tasks_mean": [1.0, 2.0, 3.0],
+            "forgetting_mean": [4.0, 1.0, 2.0],
+        }
+    )
+    assert least_forgetting(table) == (["l2sp"], "delta_lp_controls_mean")
+    table["delta_lp_controls_mean"] = float("nan")
+    assert least_forgetting(table) == (["ldifs"], "delta_lp_past_tasks_mean")
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def write_run(out, strategy, seed, lp, zs=None, head=None, stages=None, sequence="smoke"):
+    """A run folder written by the same RunResults the runner uses."""
+    folder = run_dir(out, sequence, strategy, seed)
+    results = RunResults(
+        folder, {"sequence": sequence, "strategy": strategy, "seed": seed}, TASKS, CONTROLS
+    )
+    results.write_config(
+        {
+            "strategy": strategy,
+            "seed": seed,
+            "sequence_spec": {"name": sequence, "tasks": TASKS, "controls": CONTROLS},
+        }
+    )
+    columns = TASKS + CONTROLS
+    for stage in range(stages if stages is not None else len(TASKS) + 1):
+        records = []
+        for j, dataset in enumerate(columns):
+            role = "task" if dataset in TASKS else "control"
+            base = {
+                "stage": stage,
+                "stage_task": "pretrained" if stage == 0 else TASKS[stage - 1],
+                "dataset": dataset,
+                "role": role,
+            }
+            records.append({**base, "kind": "lp", "accuracy": float(lp[stage, j])})
+            if zs is not None:
+                records.append({**base, "kind": "zs", "accuracy": float(zs[stage, j])})
+            if head is not None and role == "task":
+                records.append({**base, "kind": "head", "accuracy": float(head[stage, j])})
+        results.add_stage(stage, records)
+    results.finish()
+    return folder
+
+
+LP_FT0 = np.array(
+    [
+        [60.0, 50.0, 40.0, 70.0],
+        [80.0, 52.0, 41.0, 66.0],
+        [74.0, 78.0, 42.0, 64.0],
+        [70.0, 72.0, 75.0, 62.0],
+    ]
+)
+# ft seed 1: the same shape, shifted; ldifs keeps the control better.
+LP = {
+    ("ft", 0): LP_FT0,
+    ("ft", 1): LP_FT0 + np.array([0.0, 2.0, 4.0, 2.0]),
+    ("ldifs", 0): LP_FT0 + np.array([[0, 0, 0, 0], [0, 0, 0, 2], [1, 0, 0, 4], [3, 1, 0, 6.0]]),
+    ("ldifs", 1): LP_FT0 + np.array([[0, 0, 0, 0], [0, 0, 0, 3], [2, 0, 0, 5], [5, 2, 0, 7.0]]),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Two strategies x two seeds of the smoke sequence, and the report written on them."""
+    out = tmp_path_factory.mktemp("results")
+    for (strategy, seed), lp in LP.items():
+        write_run(out, strategy, seed, lp, zs=ZS + seed, head=lp - 5.0)
+    return out, main_report(out)
+
+
+def _expected(strategy):
+    return [run_metrics(LP[(strategy, s)], 3, ZS + s) for s in (0, 1)]
+
+
+def test_report_writes_every_file(results):
+    out, report = results
+    assert report == out / "report"
+    names = [
+        "report.md",
+        "comparison.csv",
+        "comparison.md",
+        "comparison.tex",
+        "comparison_columns.csv",
+        "runs.csv",
+        "smoke/delta_lp_bars.png",
+        "smoke/curves_lp.png",
+        "smoke/curves_zs.png",
+        "smoke/curves_head.png",
+    ]
+    for strategy, seed in LP:
+        for kind in ("lp", "zs", "head", "delta_lp"):
+            names.append(f"smoke/{strategy}/seed{seed}/{kind}_heatmap.png")
+    for name in names:
+        assert (report / name).is_file(), name
+        assert (report / name).stat().st_size > 0, name
+    md = (report / "report.md").read_text()
+    for name in names:
+        if name.endswith(".png"):
+            assert f"]({name})" in md, name  # embedded with a relative path
+    assert (report / "comparison.md").read_text() in md
+
+
+def test_comparison_table_is_mean_and_sample_std_over_seeds(results):
+    _, report = results
+    table = pd.read_csv(report / "comparison.csv").set_index("strategy")
+    assert list(table.index) == ["ft", "ldifs"]
+    assert (table["n_seeds"] == 2).all() and (table["seeds"] == "0 1").all()
+    for strategy in ("ft", "ldifs"):
+        runs = _expected(strategy)
+        for key in (
+            "final_avg_acc",
+            "delta_lp_controls",
+            "delta_lp_past_tasks",
+            "forgetting",
+            "bwt",
+            "mtil_transfer",
+            "mtil_avg",
+            "mtil_last",
+        ):
+            values = [r[key] for r in runs]
+            assert table.loc[strategy, f"{key}_mean"] == pytest.approx(np.mean(values), abs=1e-4)
+            std = np.std(values, ddof=1)
+            assert table.loc[strategy, f"{key}_std"] == pytest.approx(std, abs=1e-4)
+    # By hand for ft: final average accuracy (70+72+75)/3 = 72.33 and (70+74+79)/3 = 74.33.
+    assert table.loc["ft", "final_avg_acc_mean"] == pytest.approx(73.3333, abs=1e-4)
+    assert table.loc["ft", "final_avg_acc_std"] == pytest.approx(math.sqrt(2.0), abs=1e-4)
+    # ldifs: delta-LP on the control 62+6-70 = -2 and 62+7-70 = -1.
+    assert table.loc["ldifs", "delta_lp_controls_mean"] == pytest.approx(-1.5)
+
+
+def test_every_column_names_its_definition(results):
+    _, report = results
+    md = (report / "comparison.md").read_text()
+    tex = (report / "comparison.tex").read_text()
+    legend = pd.read_csv(report / "comparison_columns.csv").set_index("column")["definition"]
+    for label, definition in [
+        ("Final acc", "mean_j R[T, j] over sequence tasks"),
+        ("ΔLP controls", "over control datasets"),
+        ("ΔLP past tasks", "over tasks 1..T-1"),
+        ("Forgetting", "Chaudhry"),
+        ("BWT", "Lopez-Paz"),
+        ("Transfer", "mean over tasks j = 2..T of mean_{t = 1..j-1} ZS[t, j]"),
+        ("Avg", "stages t = 1..T and tasks j = 1..T"),
+        ("Last", "mean_j ZS[T, j]"),
+    ]:
+        assert label in md.splitlines()[0]  # the header
+        assert any(
+            line.startswith(f"- **{label}") and definition in line for line in md.splitlines()
+        )
+        assert label.replace("Δ", r"$\Delta$") in tex
+    caption = next(line for line in tex.splitlines() if line.startswith(r"\caption"))
+    for needle in ("Chaudhry", "Lopez-Paz", "ZSCL", r"\mathrm{ddof}=1", r"R_{T,c}-R_{0,c}"):
+        assert needle in caption
+    assert "ddof = 1" in md and "sample" in md
+    assert "ddof=1" in legend["final_avg_acc_std"]
+    assert "ldifs" in tex and r"\textbf{" in tex
+
+
+def test_report_names_the_strategy_that_forgets_least(results):
+    _, report = results
+    md = (report / "report.md").read_text()
+    assert "On `smoke`, `ldifs` forgets least: highest mean ΔLP on controls (-1.50 points" in md
+
+
+def test_deleting_a_run_changes_the_table_on_a_copied_folder(results, tmp_path):
+    out, _ = results
+    copy = tmp_path / "copied"
+    shutil.copytree(out, copy)  # another machine: only the files travel
+    before = pd.read_csv(copy / "report" / "comparison.csv").set_index("strategy")
+    shutil.rmtree(copy / "smoke" / "ldifs" / "seed1")
+    report = main_report(copy)
+    after = pd.read_csv(report / "comparison.csv").set_index("strategy")
+    assert after.loc["ldifs", "n_seeds"] == 1 and after.loc["ldifs", "seeds"] == "0"
+    assert math.isnan(after.loc["ldifs", "final_avg_acc_std"])  # one seed: no sample std
+    single = run_metrics(LP[("ldifs", 0)], 3, ZS)
+    assert after.loc["ldifs", "final_avg_acc_mean"] == pytest.approx(single["final_avg_acc"])
+    assert after.loc["ldifs", "final_avg_acc_mean"] != before.loc["ldifs", "final_avg_acc_mean"]
+    pd.testing.assert_series_equal(after.loc["ft"], before.loc["ft"])  # untouched
+    assert not (report / "smoke" / "ldifs" / "seed1").exists()  # stale figures are gone
+    assert "seed1/lp_heatmap" not in (report / "report.md").read_text().split("`ldifs`, seed 0")[1]
+    runs = pd.read_csv(report / "runs.csv")
+    assert len(runs) == 3
+
+
+def test_no_runs_is_a_one_line_error(tmp_path):
+    with pytest.raises(CFBenchError, match="no runs under") as error:
+        main_report(tmp_path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "report").exists()  # nothing half-written
+    with pytest.raises(CFBenchError, match="does not exist"):
+        main_report(tmp_path / "nosuch")
+
+
+def test_a_foreign_report_folder_is_not_overwritten(tmp_path):
+    write_run(tmp_path, "ft", 0, LP_FT0)
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "mine.txt").write_text("keep")
+    with pytest.raises(CFBenchError, match="not written by"):
+        main_report(tmp_path)
+    assert (tmp_path / "report" / "mine.txt").read_text() == "keep"
+    assert not (tmp_path / "report" / MARKER).exists()
+
+
+def test_incomplete_and_duplicate_runs_are_left_out_of_the_table(tmp_path):
+    write_run(tmp_path, "ft", 0, LP_FT0)
+    write_run(tmp_path, "ft", 1, LP_FT0, stages=2)  # interrupted after task a
+    dup = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "smoke", dup / "smoke")
+    runs, notes = discover_runs(tmp_path)
+    assert [(r.strategy, r.seed) for r in runs] == [("ft", 0), ("ft", 1)]
+    assert [r.complete for r in runs] == [True, False]
+    assert len(notes) == 2 and all("same sequence, strategy and seed" in n for n in notes)
+    table = per_run_table(runs)
+    assert list(table["seed"]) == [0]
+    assert math.isnan(table.loc[0, "mtil_avg"])  # no zero-shot matrix in these runs
+
+
+def test_tensorboard_logs_scalars_per_stage_and_heatmaps(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from benchmark.tensorboard import log_run
+
+    folder = write_run(tmp_path, "ft", 0, LP_FT0, zs=ZS, head=LP_FT0 - 5)
+    log_dir = log_run(folder)
+    assert log_dir == folder / "tensorboard"
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("lp/b")] == [
+        (0, 50.0),
+        (1, 52.0),
+        (2, 78.0),
+        (3, 72.0),
+    ]
+    assert [e.value for e in events.Scalars("delta_lp/ctrl")] == [-4.0, -6.0, -8.0]
+    assert events.Scalars("summary/mtil_transfer")[0].value == pytest.approx(28.25)
+    assert set(events.Tags()["images"]) == {
+        "heatmaps/lp",
+        "heatmaps/zs",
+        "heatmaps/head",
+        "heatmaps/delta_lp",
+    }
+    # the report does not mistake the event folder for a run
+    runs, notes = discover_runs(tmp_path)
+    assert len(runs) == 1 and not notes
+
+
+def test_report_on_a_real_smoke_run_matches_its_metrics_json(tmp_path):
+    """End to end: the runner's own files (one short real run) are what the report reads."""
+    import json
+
+    from run_benchmark import main
+
+    assert main(["--sequence", "smoke", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    report = main_report(tmp_path)
+    table = pd.read_csv(report / "comparison.csv").set_index("strategy")
+    saved = json.loads((tmp_path / "smoke" / "ft" / "seed0" / "metrics.json").read_text())["lp"]
+    for key in ("final_avg_acc", "delta_lp_controls", "delta_lp_past_tasks", "forgetting", "bwt"):
+        assert table.loc["ft", f"{key}_mean"] == pytest.approx(saved[key], abs=1e-3), key
+    assert np.isfinite(table.loc["ft", "mtil_avg_mean"])  # the tiny CLIP model has zero-shot heads
+    for name in ("lp", "zs", "head", "delta_lp"):
+        assert (report / "smoke" / "ft" / "seed0" / f"{name}_heatmap.png").is_file()
