@@ -1,0 +1,383 @@
+"""Every registered strategy on the tiny model, the plugins' exact behaviour, and end-to-end runs of
+``--strategy all`` and of external plugins through ``main()``."""
+
+import copy
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from avalanche.training.plugins import SupervisedPlugin
+
+from benchmark.config import ProbeConfig, TrainConfig
+from benchmark.evaluation import Transformed, extract_features
+from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
+from benchmark.probe import linear_probe
+from benchmark.runner import seed_everything
+from benchmark.streams import build_stream, training_split
+from benchmark.trainer import Trainer
+from run_benchmark import main
+from strategies import STRATEGIES, StrategyContext, resolve
+from strategies.common import cpu_state
+from strategies.ldifs import TapRecorder
+from strategies.penalties import ldifs_distance
+from tasks.base import validation_split
+from tasks.synthetic import synthetic_task
+
+CPU = torch.device("cpu")
+TRAIN = TrainConfig(epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, warmup_steps=2, workers=0)
+PROBE = ProbeConfig(c_grid=(1.0, 100.0), max_iter=50, batch_size=64)
+STATEFUL = {"l2sp", "ldifs", "ewc", "lwf", "replay", "wise_ft"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    specs = [
+        synthetic_task(f"mini_{k}", seed=30 + k, num_classes=4, n_train=16, n_test=4)
+        for k in range(2)
+    ]
+    return [spec.build(Path("."), False) for spec in specs]
+
+
+class LossLog(SupervisedPlugin):
+    """Goes after the strategy's plugins, so it sees the full loss of every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def before_backward(self, strategy, **kwargs):
+        self.losses.append(strategy.loss.item())
+
+
+@dataclass
+class Run:
+    model: torch.nn.Module
+    plugins: list
+    losses: list
+    pretrained: dict  # the encoder's state before training
+
+
+def fresh_context(data, seed=0, train=TRAIN) -> StrategyContext:
+    seed_everything(seed)  # the same random init every time
+    encoder = build_encoder("cfbench-tiny-vit", "none")
+    text = encoder.text
+    heads = [
+        CosineHead(text.class_weights(d.classnames, d.templates), scale=text.logit_scale)
+        for d in data
+    ]  # zero-shot heads, as the runner builds them
+    model = MultiTaskClassifier(encoder.module, heads)
+    return StrategyContext(model, encoder, CPU, train, PROBE, list(data))
+
+
+def train_two_tasks(name, args, data, seed=0, train=TRAIN) -> Run:
+    context = fresh_context(data, seed, train)
+    pretrained = cpu_state(context.model.encoder)
+    plugins = resolve(name, args)(context)
+    log = LossLog()
+    trainer = Trainer(
+        model=context.model,
+        cfg=train,
+        device=CPU,
+        plugins=plugins + [log],
+        task_names=[d.name for d in data],
+    )
+    enc = context.encoder
+    for experience in build_stream(data, enc.train_transform, enc.eval_transform).train_stream:
+        trainer.train_task(experience, 1)
+    return Run(context.model, plugins, log.losses, pretrained)
+
+
+@pytest.fixture(scope="module")
+def runs(data):
+    """Trained runs, keyed by (strategy, sorted args), each trained once per module."""
+    cache = {}
+
+    def get(name, train=TRAIN, **args):
+        key = (name, train, tuple(sorted(args.items())))
+        if key not in cache:
+            cache[key] = train_two_tasks(name, args, data, train=train)
+        return cache[key]
+
+    return get
+
+
+def through_checkpoint(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # what a checkpoint loader will do
+
+
+def assert_same(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def assert_same_weights(m1, m2):
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys()
+    different = [k for k in s1 if not torch.equal(s1[k], s2[k])]
+    assert not different, f"differ: {different[:5]}"
+
+
+# -- the whole registry ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_trains_two_tasks_and_its_state_survives_a_round_trip(name, runs, data):
+    run = runs(name)
+    assert len(run.losses) >= 2 * 3 and all(math.isfinite(v) for v in run.losses)
+    stateful = [p for p in run.plugins if hasattr(p, "state_dict")]
+    assert bool(stateful) == (name in STATEFUL)
+    fresh = [p for p in resolve(name)(fresh_context(data, seed=1)) if hasattr(p, "state_dict")]
+    for plugin, new in zip(stateful, fresh, strict=True):
+        state = plugin.state_dict()
+        assert state and any(v is not None for v in state.values())
+        new.load_state_dict(through_checkpoint(state))
+        assert_same(new.state_dict(), state)
+    if name == "replay":  # the rebuilt buffer holds the same images, labels and task labels
+        old, new = stateful[0].storage_policy.buffer, fresh[0].storage_policy.buffer
+        assert len(old) == len(new) > 0
+        assert list(old.targets) == list(new.targets)
+        assert list(old.targets_task_labels) == list(new.targets_task_labels)
+        assert torch.equal(old.eval()[3][0], new.eval()[3][0])
+
+
+def test_replay_keeps_an_even_uniform_sample_of_each_task(runs, data):
+    plugin = runs("replay", mem_size=50).plugins[0]
+    kept = plugin.storage_policy.kept
+    assert sorted(kept) == [0, 1] and [len(kept[t]) for t in (0, 1)] == [25, 25]
+    n_train = len(training_split(data[0]))
+    assert all(len(set(kept[t].tolist())) == 25 and int(kept[t].max()) < n_train for t in kept)
+    labels = list(plugin.storage_policy.buffer.targets_task_labels)
+    assert labels.count(0) == labels.count(1) == 25
+
+
+def test_every_regulariser_with_zero_weight_reproduces_ft(runs):
+    # Bit-exact needs clipping off: EWC's penalty and LwF's all-heads forward give the old heads
+    # zero gradients (FT leaves them None), which changes the rounding of the global grad norm.
+    no_clip = dataclasses.replace(TRAIN, grad_clip=0.0)
+    ft = runs("ft", train=no_clip).model
+    zero = [
+        ("l2sp", {"alpha": 0}),
+        ("ldifs", {"lam": 0}),
+        ("ewc", {"lam": 0}),
+        ("lwf", {"alpha": 0}),
+    ]
+    for name, args in zero:
+        assert_same_weights(runs(name, train=no_clip, **args).model, ft)
+    for name, args in zero[:2]:  # with clipping too, where the old heads' gradients stay None
+        assert_same_weights(runs(name, **args).model, runs("ft").model)
+    assert not torch.equal(  # and a non-zero weight does change the weights
+        runs("l2sp").model.encoder.conv1.weight, runs("ft").model.encoder.conv1.weight
+    )
+
+
+def test_wise_ft_ends(runs):
+    assert_same_weights(runs("wise_ft", alpha=1.0).model, runs("ft").model)
+    pretrained = runs("wise_ft", alpha=0.0)
+    for key, value in pretrained.model.encoder.state_dict().items():
+        assert torch.equal(value, pretrained.pretrained[key]), key
+
+
+def test_wise_ft_interpolates_the_encoder_in_place(data):
+    context = fresh_context(data)
+    encoder = context.model.encoder
+    theta0 = cpu_state(encoder)
+    plugin = resolve("wise_ft", {"alpha": 0.25})(context)[0]
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p))
+    theta_ft = cpu_state(encoder)
+    params_before = list(encoder.parameters())
+    plugin.after_training_exp(None)
+    for key, theta in encoder.state_dict().items():
+        torch.testing.assert_close(theta, 0.75 * theta0[key] + 0.25 * theta_ft[key])
+    assert all(p is q for p, q in zip(encoder.parameters(), params_before, strict=True))
+
+
+# -- LDIFS taps and distance ----------------------------------------------------------------------
+def manual_vit_pass(visual, x):
+    """open_clip's VisionTransformer._embeds then the blocks, written out by hand."""
+    h = visual.conv1(x)
+    h = h.reshape(h.shape[0], h.shape[1], -1).permute(0, 2, 1)  # [B, grid^2, width]
+    cls = visual.class_embedding.reshape(1, 1, -1).expand(h.shape[0], -1, -1)
+    h = torch.cat([cls, h], dim=1) + visual.positional_embedding
+    h = visual.ln_pre(h)
+    outputs = [h]
+    for block in visual.transformer.resblocks:
+        h = block(h)
+        outputs.append(h)
+    return outputs  # ln_pre, block 1, ..., block L
+
+
+def test_ldifs_taps_are_ln_pre_and_every_quarter_of_the_blocks(tiny_encoder):
+    visual = tiny_encoder.module
+    blocks = len(visual.transformer.resblocks)
+    step = max(1, blocks // 4)
+    x = torch.randn(3, 3, 32, 32)
+    recorder = TapRecorder(visual, tiny_encoder.taps)
+    try:
+        with torch.no_grad():
+            visual(x)  # outside capture(): nothing recorded
+            assert recorder.inputs == [] and all(o == [] for o in recorder.outputs)
+            with recorder.capture():
+                visual(x)
+            manual = manual_vit_pass(visual, x)
+    finally:
+        recorder.remove()
+    expected = [manual[0]] + [manual[i] for i in range(step, blocks + 1, step)]
+    taps = recorder.taps()
+    assert len(taps) == len(expected) == 1 + blocks // step
+    for got, want in zip(taps, expected, strict=True):
+        assert got.shape == (3, 1 + (32 // 8) ** 2, 64)  # batch-first [B, T, D]
+        torch.testing.assert_close(got, want)
+    assert torch.equal(recorder.inputs[0], x)
+
+
+def test_ldifs_plugin_adds_lambda_times_the_distance(data):
+    context = fresh_context(data)
+    encoder = context.model.encoder
+    plugin = resolve("ldifs", {"lam": 3.0})(context)[0]
+    plugin.before_training_exp(SimpleNamespace())  # takes the anchor: a copy of this encoder
+    x = torch.randn(4, 3, 32, 32)
+
+    def added_loss():
+        plugin.before_forward(None)
+        encoder(x)
+        plugin.after_forward(None)
+        strategy = SimpleNamespace(loss=torch.zeros(()))
+        plugin.before_backward(strategy)
+        return strategy.loss
+
+    blocks = len(encoder.transformer.resblocks)
+    step = max(1, blocks // 4)
+    index = [0, *range(step, blocks + 1, step)]  # ln_pre, then every L/4-th block
+    encoder.eval()  # as the reference: MultiheadAttention's eval fast path rounds differently
+    with torch.no_grad():
+        assert added_loss().item() == 0.0  # the model equals its reference
+        reference = copy.deepcopy(encoder)
+        encoder.transformer.resblocks[1].mlp.c_fc.weight.add_(0.05)
+        student = manual_vit_pass(encoder, x)
+        frozen = manual_vit_pass(reference, x)
+        expected = 3.0 * ldifs_distance([student[i] for i in index], [frozen[i] for i in index])
+        got = added_loss()
+    assert got.item() > 0
+    torch.testing.assert_close(got, expected)
+    anchor = list(plugin.anchor.module.parameters())
+    assert not any(p.requires_grad for p in anchor)  # frozen, and outside the trained model:
+    assert not any(p is q for p in context.model.parameters() for q in anchor)
+
+
+def test_ldifs_refuses_an_encoder_without_taps(data):
+    from benchmark.errors import CFBenchError
+
+    context = fresh_context(data)
+    context.encoder.taps = []
+    with pytest.raises(CFBenchError, match="declares taps"):
+        resolve("ldifs")(context)
+
+
+def test_lp_ft_sets_the_task_head_to_the_probe_without_moving_the_rng(data):
+    context = fresh_context(data)
+    model, enc = context.model, context.encoder
+    plugin = resolve("lp_ft")(context)[0]
+    strategy = SimpleNamespace(experience=SimpleNamespace(task_label=1), model=model, device=CPU)
+    rng = torch.random.get_rng_state()
+    plugin.before_training_exp(strategy)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    head = model.heads["1"]
+    assert head.scale.item() == 1.0
+    # independently: the probe on the encoder's eval-transform features of task 1's train split
+    train = data[1].train
+    features = extract_features(model.encoder, Transformed(train, enc.eval_transform), CPU)
+    labels = torch.tensor(train.targets)
+    _, val = validation_split(len(train))
+    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask[val] = True
+    probe = linear_probe(features, labels, mask, features, labels, 4, PROBE.c_grid, PROBE.max_iter)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            head(features), F.normalize(features, dim=1) @ probe.weight.T + probe.bias
+        )
+    assert torch.equal(model.heads["0"].bias, torch.zeros(4))  # other heads untouched
+
+
+# -- end to end through main() --------------------------------------------------------------------
+MINI = """name: mini
+tasks: [{name: synth_a, epochs: 1}, {name: synth_b, epochs: 1}]
+controls: [synth_control]
+defaults: {model: cfbench-tiny-vit, pretrained: none, lr: 1.0e-3, batch_size: 32,
+           warmup_steps: 2, weight_decay: 0.0, probe_max_train_samples: 60}
+strategy_args: {ldifs: {lam: 1, anchor: pretrained}, replay: {mem_size: 40}}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini_sequence(tmp_path_factory):
+    path = tmp_path_factory.mktemp("seq") / "mini.yaml"
+    path.write_text(MINI)
+    return path
+
+
+def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tmp_path, capsys):
+    assert (
+        main(["--sequence", str(mini_sequence), "--strategy", "all", "--out", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    table = out[out.index("LP metrics") :].splitlines()
+    assert "final avg acc" in table[1] and "delta-LP controls" in table[1]
+    assert "forgetting" in table[1]
+    rows = {line.split()[0]: line.split()[1:] for line in table[3:] if line.strip()}
+    assert list(rows) == list(STRATEGIES)
+    assert all(len(v) == 3 and "n/a" not in v for v in rows.values())
+    csv = pd.read_csv(tmp_path / "mini" / "comparison_seed0.csv", index_col="strategy")
+    assert list(csv.index) == list(STRATEGIES)
+    metrics = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "metrics.json").read_text())
+    assert csv.loc["ldifs", "forgetting"] == pytest.approx(metrics["lp"]["forgetting"])
+    config = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "config.json").read_text())
+    assert config["strategy_args"] == {"lam": 1, "anchor": "pretrained"}  # from the YAML
+    assert config["seed"] == 0
+
+
+def test_strategy_all_refuses_a_strategy_arg_before_training(mini_sequence, tmp_path, capsys):
+    argv = ["--sequence", str(mini_sequence), "--out", str(tmp_path), "--strategy"]
+    assert main([*argv, "all", "--strategy-arg", "lam=1"]) == 2
+    assert main([*argv, "ldifs", "--strategy-arg", "anchor=foo"]) == 2
+    err = capsys.readouterr().err
+    assert "with --strategy all" in err and "anchor='foo' is not one of" in err
+    assert not (tmp_path / "mini").exists()
+
+
+@pytest.mark.parametrize(
+    "strategy, args",
+    [
+        ("examples.my_strategy:build", ["lam=1e-4"]),
+        ("avalanche.training.plugins:SynapticIntelligencePlugin", ["si_lambda=1"]),
+        ("avalanche.training.plugins:MASPlugin", ["lambda_reg=0.5"]),
+    ],
+)
+def test_external_plugins_run_end_to_end(mini_sequence, tmp_path, strategy, args):
+    argv = ["--sequence", str(mini_sequence), "--strategy", strategy, "--out", str(tmp_path)]
+    for arg in args:
+        argv += ["--strategy-arg", arg]
+    assert main(argv) == 0
+    (folder,) = (tmp_path / "mini").iterdir()
+    metrics = json.loads((folder / "seed0" / "metrics.json").read_text())
+    assert math.isfinite(metrics["lp"]["final_avg_acc"])
