@@ -2,6 +2,8 @@
 
 python run_benchmark.py --sequence smoke            # offline, about 30 s on a laptop CPU
 python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, datasets)
+python run_benchmark.py --sequence smoke --seeds 0 1 2   # several seeds, one run folder each
+python run_benchmark.py report results              # figures and tables from saved runs
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from pathlib import Path
 
 EPILOG = """sequences: smoke (synthetic, offline), 3tasks, 5tasks, 10tasks, or a .yaml file.
 Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
@@ -53,7 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="open_clip pretrained tag, checkpoint path, or 'none' for random "
         "weights (default: the sequence's, else openai)",
     )
+    a(
+        "--head-init",
+        choices=["zs", "lp"],
+        help="initialise task heads zero-shot from the text tower (zs) or from a linear probe "
+        "at the start of each task (lp) (default: zs when the model has a text tower, else lp)",
+    )
     a("--seed", type=int, help="random seed for training and data order (default: 0)")
+    a(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run several seeds one after another, e.g. --seeds 0 1 2 (replaces --seed); "
+        "'run_benchmark.py report OUT' then gives mean +- std over them",
+    )
     a(
         "--data-root",
         help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
@@ -88,8 +105,47 @@ def build_parser() -> argparse.ArgumentParser:
         dest="probe_max_train_samples",
         help="fit the linear probe on at most this many training images per dataset (default: all)",
     )
+    a(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard events (accuracy per stage, heatmaps) to each run folder's "
+        "tensorboard/ (view with: tensorboard --logdir OUT)",
+    )
     a("--debug", action="store_true", help="show full tracebacks for errors")
     return p
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_benchmark.py report",
+        description="Regenerate RESULTS_DIR/report/ (heatmaps, delta-LP bars, accuracy curves, "
+        "comparison table as CSV/Markdown/LaTeX, report.md) from the run folders saved under "
+        "RESULTS_DIR. Nothing is re-run.",
+    )
+    p.add_argument(
+        "results_dir",
+        metavar="RESULTS_DIR",
+        help="folder holding <sequence>/<strategy>/seed<N>/ run folders",
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    return p
+
+
+def report_command(argv: list[str]) -> int:
+    args = build_report_parser().parse_args(argv)
+    from benchmark.errors import CFBenchError
+
+    try:
+        from benchmark.report import main_report
+
+        folder = main_report(Path(args.results_dir))
+        print(f"report: {folder / 'report.md'}")
+        return 0
+    except CFBenchError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def parse_strategy_args(items: list[str]) -> dict:
@@ -107,6 +163,9 @@ def parse_strategy_args(items: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:
+        return report_command(argv[1:])
     args = build_parser().parse_args(argv)
     from benchmark.errors import CFBenchError
 
@@ -118,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         from tasks import get_sequence
 
         sequence = get_sequence(args.sequence)
-        cli = {k: v for k, v in vars(args).items() if k not in ("strategy_arg", "debug")}
+        skip = ("strategy_arg", "debug", "seeds", "tensorboard")
+        cli = {k: v for k, v in vars(args).items() if k not in skip}
         names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
         extra = parse_strategy_args(args.strategy_arg)
         if args.strategy == "all" and extra:
@@ -126,15 +186,29 @@ def main(argv: list[str] | None = None) -> int:
                 "--strategy-arg is for one strategy; with --strategy all, set values per "
                 "strategy in the sequence YAML's strategy_args"
             )
+        seeds = args.seeds if args.seeds else [args.seed]  # [None]: the config's default seed
         cfgs = []
-        for name in names:
-            given = {**sequence.strategy_args.get(name, {}), **extra}
-            layer = {"strategy": name, "strategy_args": given}
-            cfgs.append(build_run_config(sequence.defaults, cli, layer))
-            resolve(name, given)  # every strategy's arguments are checked before any training
-        folders = {cfg.strategy: run(cfg, sequence) for cfg in cfgs}
+        for seed in seeds:
+            for name in names:
+                given = {**sequence.strategy_args.get(name, {}), **extra}
+                layer = {"strategy": name, "strategy_args": given, "seed": seed}
+                cfgs.append(build_run_config(sequence.defaults, cli, layer))
+                resolve(name, given)  # every strategy's arguments are checked before training
+        folders: dict[int, dict[str, Path]] = {}
+        for cfg in cfgs:
+            folder = run(cfg, sequence)
+            folders.setdefault(cfg.seed, {})[cfg.strategy] = folder
+            if args.tensorboard:
+                from benchmark.tensorboard import log_run
+
+                log_run(folder)
         if args.strategy == "all":
-            print(report_comparison(folders))
+            for by_strategy in folders.values():
+                print(report_comparison(by_strategy))
+        if len(cfgs) > 1:
+            print(
+                f"figures and mean +- std over seeds: python run_benchmark.py report {cfgs[0].out}"
+            )
         return 0
     except CFBenchError as error:
         if args.debug:

@@ -51,6 +51,7 @@ class RunConfig:
     out: Path = Path("results")
     device: str = "auto"
     download: bool = True
+    head_init: str | None = None  # "zs" (text tower) or "lp" (probe); None: zs when possible
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
@@ -129,6 +130,7 @@ def validate(cfg: RunConfig) -> None:
         cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
         f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'",
     )
+    _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
     p = cfg.probe
     _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")
     _check(

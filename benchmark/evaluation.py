@@ -174,9 +174,8 @@ class MatrixEvaluation(SupervisedPlugin):
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T
             out["zs"] = top1(logits, test_y)
-        if ds.task_label is not None:
-            head = model.heads[str(ds.task_label)]
+        head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
+        if head is not None and bool(head.weight.any()):  # all-zero: LP-init head not fitted yet
             with torch.no_grad():
-                logits = head(test_f)
-            out["head"] = top1(logits, test_y)
+                out["head"] = top1(head(test_f), test_y)
         return out

@@ -6,6 +6,7 @@ separate frozen ``TextTower`` used to build zero-shot heads (DESIGN.md section 3
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,10 @@ from avalanche.models import MultiTaskModule
 from torch import nn
 
 from benchmark.errors import CFBenchError
+from benchmark.resnet_cifar import DEPTHS as RESNET_DEPTHS
+from benchmark.resnet_cifar import MEAN as RESNET_MEAN
+from benchmark.resnet_cifar import STD as RESNET_STD
+from benchmark.resnet_cifar import ResNetCifar, load_checkpoint
 
 MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 TINY_MODELS = ("cfbench-tiny-vit",)
@@ -68,6 +73,19 @@ def vit_taps(visual: nn.Module) -> list[nn.Module]:
     return [visual.ln_pre] + [blocks[i - 1] for i in range(step, len(blocks) + 1, step)]
 
 
+def modified_resnet_taps(visual: nn.Module) -> list[nn.Module]:
+    """LDIFS taps of an open_clip ModifiedResNet (RN50 ...): the stem output and each stage."""
+    return [visual.avgpool, visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+
+
+def open_clip_taps(visual: nn.Module) -> list[nn.Module]:
+    if hasattr(visual, "transformer") and hasattr(visual, "ln_pre"):
+        return vit_taps(visual)
+    if all(hasattr(visual, a) for a in ("avgpool", "layer1", "layer4", "attnpool")):
+        return modified_resnet_taps(visual)
+    return []  # other towers (timm, ...): LDIFS will say it needs taps
+
+
 def _register_configs() -> None:
     import open_clip
 
@@ -87,7 +105,8 @@ def build_open_clip(name: str, pretrained: str | None) -> Encoder:
     if name not in open_clip.list_models():
         raise CFBenchError(
             f"unknown model '{name}'; use an open_clip architecture (e.g. ViT-B-32, ViT-B-16, "
-            f"ViT-L-14, RN50; full list: open_clip.list_models()) or {', '.join(TINY_MODELS)}"
+            f"ViT-L-14, RN50; full list: open_clip.list_models()), {', '.join(TINY_MODELS)}, "
+            f"or {', '.join(RESNET_DEPTHS)}"
         )
     tag = None if pretrained in (None, "", "none") else pretrained
     try:
@@ -104,12 +123,51 @@ def build_open_clip(name: str, pretrained: str | None) -> Encoder:
     visual = model.visual
     del model.visual  # the text side must not carry (or optimise) a second image tower
     text = TextTower(model, open_clip.get_tokenizer(name), model.logit_scale.detach().exp().item())
-    taps = vit_taps(visual) if hasattr(visual, "transformer") else []
-    return Encoder(visual, int(visual.output_dim), train_tf, eval_tf, taps, text)
+    return Encoder(visual, int(visual.output_dim), train_tf, eval_tf, open_clip_taps(visual), text)
 
 
-def build_encoder(name: str, pretrained: str | None) -> Encoder:
-    """The encoder factory: open_clip architectures (including the tiny offline model)."""
+def find_weights(pretrained: str, data_root: Path | None = None) -> Path:
+    """Resolve a checkpoint given as a path or a bare file name.
+
+    A bare name is looked up in ``$CFBENCH_WEIGHTS``, ``<data-root>/../weights`` (the layout of
+    the offline data) and ``~/.cache/cfbench/weights``.
+    """
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return path
+    places = [Path(os.environ["CFBENCH_WEIGHTS"])] if "CFBENCH_WEIGHTS" in os.environ else []
+    if data_root is not None:
+        places.append(Path(data_root).expanduser().resolve().parent / "weights")
+    places.append(Path("~/.cache/cfbench/weights").expanduser())
+    for place in places:
+        if (place / path.name).is_file():
+            return place / path.name
+    raise CFBenchError(
+        f"checkpoint '{pretrained}' not found (looked in {', '.join(str(p) for p in places)}); "
+        "pass --pretrained /path/to/file, set CFBENCH_WEIGHTS, or use --pretrained none"
+    )
+
+
+def build_resnet_cifar(name: str, pretrained: str | None, data_root: Path | None) -> Encoder:
+    """A CIFAR ResNet (no text tower): heads are initialised from linear probes."""
+    from torchvision import transforms as T
+
+    model = ResNetCifar(RESNET_DEPTHS[name])
+    if pretrained not in (None, "", "none"):
+        load_checkpoint(model, find_weights(pretrained, data_root))
+    model.linear = nn.Identity()  # the encoder ends at the pooled embedding; heads are ours
+    norm = [T.ToTensor(), T.Normalize(RESNET_MEAN, RESNET_STD)]
+    size = (32, 32)
+    train_tf = T.Compose([T.Resize(size), T.RandomCrop(size, padding=4), *norm])
+    eval_tf = T.Compose([T.Resize(size), *norm])
+    return Encoder(model, model.output_dim, train_tf, eval_tf, model.taps(), None)
+
+
+def build_encoder(name: str, pretrained: str | None, data_root: Path | None = None) -> Encoder:
+    """The encoder factory: CIFAR ResNets (resnet20/32/44/56-cifar) or any open_clip model
+    (ViTs, ModifiedResNets and the tiny offline ``cfbench-tiny-vit``)."""
+    if name in RESNET_DEPTHS:
+        return build_resnet_cifar(name, pretrained, data_root)
     return build_open_clip(name, pretrained)
 
 

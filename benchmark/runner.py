@@ -12,13 +12,15 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.config import RunConfig
+from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
-from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
+from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder
 from benchmark.results import RunResults, matrix, run_dir
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer, default_workers, resolve_device
 from strategies import StrategyContext, resolve
-from tasks import SequenceSpec, load_task
+from strategies.lp_ft import LPInitPlugin
+from tasks import SequenceSpec, TaskData, load_task
 
 
 def seed_everything(seed: int) -> None:
@@ -27,16 +29,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_heads(encoder, tasks) -> list[CosineHead]:
-    """Zero-shot heads from the text tower; without one, zero heads for the LP-init plugin."""
-    heads = []
-    for data in tasks:
-        if encoder.text is not None:
-            w = encoder.text.class_weights(data.classnames, data.templates).cpu()
-            heads.append(CosineHead(w, scale=encoder.text.logit_scale))
-        else:
-            heads.append(CosineHead(torch.zeros(data.num_classes, encoder.embed_dim)))
-    return heads
+def choose_head_init(cfg: RunConfig, encoder: Encoder) -> str:
+    """``zs`` for models with a text tower, else ``lp``; an explicit choice must be possible."""
+    head_init = cfg.head_init or ("zs" if encoder.text is not None else "lp")
+    if head_init == "zs" and encoder.text is None:
+        raise CFBenchError(
+            f"--head-init zs needs a text tower and {cfg.model} has none; use --head-init lp"
+        )
+    return head_init
+
+
+def build_heads(encoder: Encoder, tasks: list[TaskData], head_init: str) -> list[CosineHead]:
+    """Zero-shot heads from the text tower, or all-zero heads that LPInitPlugin fits per task."""
+    if head_init == "zs":
+        return [
+            CosineHead(encoder.text.class_weights(d.classnames, d.templates).cpu(),
+                       scale=encoder.text.logit_scale)
+            for d in tasks
+        ]  # fmt: skip
+    return [CosineHead(torch.zeros(d.num_classes, encoder.embed_dim)) for d in tasks]
+
+
+def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: Encoder):
+    out = []
+    for name in list(sequence.tasks) + list(sequence.controls):
+        d, is_task = data[name], name in sequence.tasks
+        zs = encoder.text.class_weights(d.classnames, d.templates) if encoder.text else None
+        out.append(EvalDataset(name, "task" if is_task else "control",
+                               sequence.tasks.index(name) if is_task else None, d, zs))  # fmt: skip
+    return out
 
 
 def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
@@ -46,86 +67,54 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     device = resolve_device(cfg.device)
     names = list(sequence.tasks) + list(sequence.controls)
     data = {n: load_task(n, cfg.data_root, cfg.download) for n in names}  # fail before training
-    folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
-    results = RunResults(
-        folder,
-        {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed},
-        list(sequence.tasks),
-        list(sequence.controls),
-    )
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
+    encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
+    head_init = choose_head_init(cfg, encoder)
+    folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
+    identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
+    results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
 
-    encoder = build_encoder(cfg.model, cfg.pretrained)
     if encoder.text is not None:
         encoder.text.to(device)
     tasks = [data[n] for n in sequence.tasks]
-    model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks))
-    evals = [
-        EvalDataset(
-            n,
-            "task" if n in sequence.tasks else "control",
-            sequence.tasks.index(n) if n in sequence.tasks else None,
-            data[n],
-            encoder.text.class_weights(data[n].classnames, data[n].templates)
-            if encoder.text is not None
-            else None,
-        )
-        for n in names
-    ]
+    model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init))
+    evals = eval_datasets(sequence, data, encoder)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
-
-    results.write_config(
-        {
-            **cfg.to_dict(),
-            "sequence_spec": {
-                "name": sequence.name,
-                "tasks": list(sequence.tasks),
-                "controls": list(sequence.controls),
-                "epochs": {t: cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks},
-            },
-        }
-    )
+    epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
+    results.write_config({**cfg.to_dict(), "head_init": head_init, "sequence_spec": {
+        "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
+        "epochs": dict(zip(sequence.tasks, epochs, strict=True))}})  # fmt: skip
 
     def on_stage(stage: int, records: list[dict]) -> None:
         results.add_stage(stage, records)
-        lp = {r["dataset"]: r["accuracy"] for r in records if r["kind"] == "lp"}
-        tqdm.write(
-            f"stage {stage} ({records[0]['stage_task']}): LP "
-            + "  ".join(f"{k} {v:.1f}" for k, v in lp.items())
-        )
+        lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
+        tqdm.write(f"stage {stage} ({records[0]['stage_task']}): LP {lp}")
 
     context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks)
-    evaluation = MatrixEvaluation(
-        evals,
-        encoder.eval_transform,
-        cfg.probe,
-        device,
-        list(sequence.tasks),
-        on_stage,
-        workers=default_workers(cfg.train, device),
-    )
+    plugins = make_plugins(context)
+    if head_init == "lp" and cfg.strategy != "lp_ft":  # lp_ft initialises the heads itself
+        plugins.insert(0, LPInitPlugin(context))
+    workers = default_workers(cfg.train, device)
     # The evaluation plugin goes last so it sees what every strategy plugin did after a task.
-    trainer = Trainer(
-        model=model,
-        cfg=cfg.train,
-        device=device,
-        plugins=make_plugins(context) + [evaluation],
-        task_names=list(sequence.tasks),
-    )
+    plugins.append(MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
+                                    list(sequence.tasks), on_stage, workers=workers))  # fmt: skip
+    trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=plugins,
+                      task_names=list(sequence.tasks))  # fmt: skip
     stream = build_stream(tasks, encoder.train_transform, encoder.eval_transform)
-    for t, experience in enumerate(stream.train_stream):
-        trainer.train_task(experience, cfg.train.epochs or sequence.task_epochs(sequence.tasks[t]))
-    summary = results.finish()
+    for experience, n_epochs in zip(stream.train_stream, epochs, strict=True):
+        trainer.train_task(experience, n_epochs)
+    print_summary(results, log, time.time() - started)
+    return folder
+
+
+def print_summary(results: RunResults, log, seconds: float) -> None:
+    summary = results.finish().get("lp", {})
     lp = matrix(results.frame(), "lp", results.columns)
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
-    head = summary.get("lp", {})
-    log(
-        f"final avg acc {head.get('final_avg_acc', float('nan')):.2f}  "
-        f"delta-LP controls {head.get('delta_lp_controls', float('nan')):.2f}  "
-        f"forgetting {head.get('forgetting', float('nan')):.2f}  "
-        f"({time.time() - started:.1f} s)"
-    )
-    log(f"run folder: {folder}")
-    return folder
+    nan = float("nan")
+    log(f"final avg acc {summary.get('final_avg_acc', nan):.2f}  "
+        f"delta-LP controls {summary.get('delta_lp_controls', nan):.2f}  "
+        f"forgetting {summary.get('forgetting', nan):.2f}  ({seconds:.1f} s)")  # fmt: skip
+    log(f"run folder: {results.folder}")

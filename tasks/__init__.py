@@ -16,6 +16,8 @@ import yaml
 
 from benchmark.errors import CFBenchError
 from tasks.base import TaskData, TaskSpec, validation_split
+from tasks.npz import PREFIX as NPZ_PREFIX
+from tasks.npz import npz_task
 from tasks.synthetic import SYNTHETIC_TASKS
 from tasks.vision import VISION_TASKS
 
@@ -39,7 +41,7 @@ class SequenceSpec:
     strategy_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def task_epochs(self, task: str) -> int:
-        return int(self.epochs.get(task, TASKS[task].epochs))
+        return int(self.epochs.get(task, get_task(task).epochs))
 
 
 SMOKE_DEFAULTS = {
@@ -51,11 +53,28 @@ SMOKE_DEFAULTS = {
     "weight_decay": 0.0,
 }
 
+# Real images and a real pretrained encoder on a CPU (../shared/data and ../shared/weights):
+# the CIFAR-10 ResNet-20 fine-tuned on MNIST -> GTSRB -> DTD-10, probed on CIFAR-10, Caltech-101
+# and USPS. Settings: see README "The offline sequence" for the measurements behind them.
+OFFLINE_DEFAULTS = {
+    "model": "resnet20-cifar",
+    "pretrained": "resnet20-12fca82f.th",
+    "lr": 1e-3,
+    "batch_size": 128,
+    "warmup_steps": 20,
+    "weight_decay": 0.0,
+    "probe_max_train_samples": 2000,
+}
+
 SEQUENCES: dict[str, SequenceSpec] = {
     s.name: s
     for s in (
         SequenceSpec("smoke", ("synth_a", "synth_b", "synth_c"), ("synth_control",),
                      defaults=SMOKE_DEFAULTS),
+        SequenceSpec("offline", ("npz:mnist", "npz:gtsrb", "npz:dtd10"),
+                     ("npz:cifar10", "npz:caltech101", "npz:usps"),
+                     epochs={"npz:mnist": 1, "npz:gtsrb": 1, "npz:dtd10": 2},
+                     defaults=OFFLINE_DEFAULTS),
         SequenceSpec("3tasks", ("svhn", "cifar10", "resisc45")),
         SequenceSpec("5tasks", ("svhn", "cifar10", "resisc45", "dtd", "gtsrb"),
                      ("cifar100", "mnist", "eurosat", "cars")),
@@ -66,12 +85,15 @@ SEQUENCES: dict[str, SequenceSpec] = {
 
 
 def get_task(name: str) -> TaskSpec:
-    try:
+    """A registered TaskSpec, or one for ``npz:<stem>`` (the file ``<data-root>/<stem>.npz``)."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise CFBenchError(
-            f"unknown dataset '{name}'; valid names: {', '.join(sorted(TASKS))}"
-        ) from None
+    if name.startswith(NPZ_PREFIX) and len(name) > len(NPZ_PREFIX):
+        return npz_task(name)
+    raise CFBenchError(
+        f"unknown dataset '{name}'; valid names: {', '.join(sorted(TASKS))}, "
+        f"or {NPZ_PREFIX}<file stem> for <data-root>/<file stem>.npz"
+    )
 
 
 def load_task(name: str, root: Path, download: bool = True) -> TaskData:
@@ -157,10 +179,10 @@ def load_sequence_file(path: Path) -> SequenceSpec:
                 name = value
             else:
                 raise _fail(path, item, f"entries of '{key}' must be dataset names")
-            if name not in TASKS:
-                raise _fail(
-                    path, item, f"unknown dataset '{name}'; valid names: {', '.join(sorted(TASKS))}"
-                )
+            try:
+                get_task(name)
+            except CFBenchError as error:
+                raise _fail(path, item, str(error)) from None
             out.append(name)
         return tuple(out), epochs
 
