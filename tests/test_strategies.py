@@ -26,8 +26,8 @@ from benchmark.trainer import Trainer
 from run_benchmark import main
 from strategies import STRATEGIES, StrategyContext, resolve
 from strategies.common import cpu_state
-from strategies.ldifs import TapRecorder
 from strategies.penalties import ldifs_distance
+from strategies.taps import TapRecorder
 from tasks.base import validation_split
 from tasks.synthetic import synthetic_task
 
