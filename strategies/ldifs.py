@@ -7,7 +7,8 @@ f_k are the tap outputs of the trained encoder (for open_clip ViTs: ``ln_pre`` a
 block, [B, T, D]), recorded by forward hooks during the normal training forward; f0_k those of a
 frozen reference copy (the anchor, as for L2-SP) run without gradients on the same batch. norm is
 L2 normalisation along the token axis (as the official code) or the channel axis. Works for any
-encoder that declares ``taps`` (CNN maps [B, C, H, W] are read as [B, H*W, C]).
+encoder that declares ``taps`` (CNN maps [B, C, H, W] are read as [B, H*W, C]; the reference's
+batch norms use batch statistics while the student trains, so d = 0 at the anchor).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Literal
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from strategies.anchors import ANCHORS, FrozenAnchor
 from strategies.common import check_choice, check_weight
@@ -47,14 +49,18 @@ class LDIFSPlugin(SupervisedPlugin):
     def __init__(self, encoder: nn.Module, taps: list[nn.Module], config: Config):
         super().__init__()
         self.config = config
-        self.names = tap_names(encoder, taps)
+        self.encoder, self.names = encoder, tap_names(encoder, taps)
         self.anchor = FrozenAnchor(encoder, config.anchor)
         self.student = TapRecorder(encoder, taps)
         self.reference: TapRecorder | None = None
+        self.ref_bn: list[nn.Module] = []
 
     def _hook_reference(self) -> None:
         ref = self.anchor.module
         self.reference = TapRecorder(ref, [ref.get_submodule(n) for n in self.names])
+        self.ref_bn = [m for m in ref.modules() if isinstance(m, _BatchNorm)]
+        for m in self.ref_bn:
+            m.momentum = 0.0  # may use batch statistics, never updates its running ones
 
     def before_training_exp(self, strategy, **kwargs):
         if self.anchor.update() or self.reference is None:
@@ -67,9 +73,12 @@ class LDIFSPlugin(SupervisedPlugin):
         self.student.stop()
 
     def before_backward(self, strategy, **kwargs):
+        ref = self.anchor.module.eval()  # no dropout, but batch norm normalises like the
+        for m in self.ref_bn:  # student (batch statistics in training), so d = 0 at the anchor
+            m.train(self.encoder.training)
         with torch.no_grad(), self.reference.capture():
             for x in self.student.inputs:  # the very images the student saw (= strategy.mb_x)
-                self.anchor.module(x)
+                ref(x)
         cfg = self.config
         distance = ldifs_distance(
             self.student.taps(), self.reference.taps(), cfg.axis, cfg.reduction

@@ -285,6 +285,37 @@ def test_ldifs_plugin_adds_lambda_times_the_distance(data):
     assert not any(p is q for p in context.model.parameters() for q in anchor)
 
 
+def test_ldifs_works_for_a_cnn_with_batch_norm_that_declares_taps():
+    encoder = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    )  # fmt: skip
+    model = MultiTaskClassifier(encoder, [CosineHead(torch.randn(3, 16))])
+    taps = SimpleNamespace(taps=[encoder[2], encoder[5]])  # feature maps [B, C, H, W]
+    context = StrategyContext(model, taps, CPU, TRAIN, PROBE, [])
+    plugin = resolve("ldifs")(context)[0]
+    plugin.before_training_exp(SimpleNamespace())
+    reference = plugin.anchor.module
+    running = reference[1].running_mean.clone()
+    x = torch.randn(6, 3, 8, 8)
+    model.train()
+
+    def added_loss():
+        plugin.before_forward(None)
+        model(x, 0)
+        plugin.after_forward(None)
+        strategy = SimpleNamespace(loss=torch.zeros(()))
+        plugin.before_backward(strategy)
+        return strategy.loss
+
+    assert added_loss().item() == 0.0  # train-mode student, batch statistics on both sides
+    assert torch.equal(reference[1].running_mean, running)  # the reference never drifts
+    with torch.no_grad():
+        encoder[0].weight.mul_(1.5)
+    assert added_loss().item() > 0
+
+
 def test_ldifs_refuses_an_encoder_without_taps(data):
     from benchmark.errors import CFBenchError
 
