@@ -67,7 +67,10 @@ class IndexedBuffer(ExperienceBalancedBuffer):
         self.buffer_groups.clear()
         self.kept.clear()
         for group, indices in sorted(state["kept"].items()):
-            self._add(int(group), self.dataset_of(int(group)), indices.long())
+            dataset = self.dataset_of(int(group))
+            if len(indices) and int(indices.max()) >= len(dataset):
+                raise ValueError(f"replay state does not match task {group}'s training split")
+            self._add(int(group), dataset, indices.long())
         self._num_exps = len(self.kept)
 
 

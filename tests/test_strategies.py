@@ -375,7 +375,7 @@ def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tm
     table = out[out.index("LP metrics") :].splitlines()
     assert "final avg acc" in table[1] and "delta-LP controls" in table[1]
     assert "forgetting" in table[1]
-    rows = {line.split()[0]: line.split()[1:] for line in table[3:] if line.strip()}
+    rows = {line.split()[0]: line.split()[1:] for line in table[3 : 3 + len(STRATEGIES)]}
     assert list(rows) == list(STRATEGIES)
     assert all(len(v) == 3 and "n/a" not in v for v in rows.values())
     csv = pd.read_csv(tmp_path / "mini" / "comparison_seed0.csv", index_col="strategy")
