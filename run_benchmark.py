@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the linear probe on at most this many training images per dataset (default: all)",
     )
     a(
+        "--probe-max-test",
+        type=int,
+        dest="probe_max_test_samples",
+        help="score probes and heads on a fixed subset of at most this many test images per "
+        "dataset (default: all)",
+    )
+    a(
+        "--max-train-images",
+        type=int,
+        help="fine-tune on a fixed random subset of at most this many images per task "
+        "(default: all)",
+    )
+    a(
         "--tensorboard",
         action="store_true",
         help="also write TensorBoard events (accuracy per stage, heatmaps) to each run folder's "

@@ -25,6 +25,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     workers: int | None = None  # None: 0 on CPU, min(8, cores) on CUDA
+    max_train_images: int | None = None  # fine-tune on a fixed subset per task (None: all)
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class ProbeConfig:
     """
 
     c_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
-    max_iter: int = 300
+    max_iter: int = 100  # L-BFGS iterations per fit (warm-started along the C grid)
     max_train_samples: int | None = None  # subsample the probe's train split (None: all)
+    max_test_samples: int | None = None  # subsample every test split (None: all)
     batch_size: int = 256  # feature-extraction batch size
 
 
@@ -136,4 +138,12 @@ def validate(cfg: RunConfig) -> None:
     _check(
         p.max_train_samples is None or p.max_train_samples >= 10,
         f"--probe-max-train must be >= 10, got {p.max_train_samples}",
+    )
+    _check(
+        p.max_test_samples is None or p.max_test_samples >= 10,
+        f"--probe-max-test must be >= 10, got {p.max_test_samples}",
+    )
+    _check(
+        t.max_train_images is None or t.max_train_images >= 1,
+        f"--max-train-images must be >= 1, got {t.max_train_images}",
     )

@@ -152,14 +152,15 @@ class MatrixEvaluation(SupervisedPlugin):
             desc=f"features {ds.name} train",
             **kw,
         )
+        test_idx = subsample(len(ds.data.test), self.probe.max_test_samples)
         test_f = extract_features(
             encoder,
-            Transformed(ds.data.test, self.transform),
+            Transformed(ds.data.test, self.transform, test_idx),
             desc=f"features {ds.name} test",
             **kw,
         )
         train_y = torch.as_tensor(np.asarray(targets_of(ds.data.train))[idx], device=self.device)
-        test_y = torch.as_tensor(targets_of(ds.data.test), device=self.device)
+        test_y = torch.as_tensor(np.asarray(targets_of(ds.data.test))[test_idx], device=self.device)
         result = linear_probe(
             train_f,
             train_y,

@@ -48,7 +48,7 @@ def fit_logreg(
     penalty = 1.0 / (2.0 * c * n)
     opt = torch.optim.LBFGS(
         [w, b], lr=1.0, max_iter=max_iter, history_size=20,
-        tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-5, tolerance_change=1e-10, line_search_fn="strong_wolfe",
     )  # fmt: skip
 
     def closure():

@@ -101,7 +101,9 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
                                     list(sequence.tasks), on_stage, workers=workers))  # fmt: skip
     trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=plugins,
                       task_names=list(sequence.tasks))  # fmt: skip
-    stream = build_stream(tasks, encoder.train_transform, encoder.eval_transform)
+    stream = build_stream(
+        tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
+    )
     for experience, n_epochs in zip(stream.train_stream, epochs, strict=True):
         trainer.train_task(experience, n_epochs)
     print_summary(results, log, time.time() - started)

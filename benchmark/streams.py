@@ -17,6 +17,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import Dataset, Subset
 
+from benchmark.probe import subsample
 from tasks.base import TaskData, targets_of, validation_split
 
 
@@ -40,16 +41,21 @@ class IndexedSubset(Subset):
         self.targets = [all_targets[i] for i in self.indices]
 
 
-def training_split(data: TaskData) -> IndexedSubset:
-    """The images fine-tuning sees: the train split minus the validation split."""
+def training_split(data: TaskData, max_images: int | None = None) -> IndexedSubset:
+    """The images fine-tuning sees: the train split minus the validation split, optionally a
+    fixed random subset of at most ``max_images`` of them (same subset in every run)."""
     train_idx, _ = validation_split(len(data.train))
-    return IndexedSubset(data.train, train_idx)
+    return IndexedSubset(data.train, train_idx[subsample(len(train_idx), max_images)])
 
 
-def build_stream(tasks: Sequence[TaskData], train_tf: Callable, eval_tf: Callable):
+def build_stream(
+    tasks: Sequence[TaskData], train_tf: Callable, eval_tf: Callable, max_images: int | None = None
+):
     """An Avalanche CLScenario with ``train_stream`` and ``test_stream``, one experience per task;
     task label t for the t-th task (0-based). Experiences carry ``task_label(s)`` and
     ``classes_in_this_experience``, which multi-head modules and the LwF plugin read."""
-    train = [task_aware(training_split(d), t, train_tf, eval_tf) for t, d in enumerate(tasks)]
+    train = [
+        task_aware(training_split(d, max_images), t, train_tf, eval_tf) for t, d in enumerate(tasks)
+    ]
     test = [task_aware(d.test, t, train_tf, eval_tf).eval() for t, d in enumerate(tasks)]
     return with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train, test=test)))

@@ -60,10 +60,12 @@ OFFLINE_DEFAULTS = {
     "model": "resnet20-cifar",
     "pretrained": "resnet20-12fca82f.th",
     "lr": 1e-3,
-    "batch_size": 128,
-    "warmup_steps": 20,
+    "batch_size": 64,
+    "warmup_steps": 10,
     "weight_decay": 0.0,
-    "probe_max_train_samples": 2000,
+    "max_train_images": 1500,
+    "probe_max_train_samples": 600,
+    "probe_max_test_samples": 600,
 }
 
 SEQUENCES: dict[str, SequenceSpec] = {
@@ -73,7 +75,7 @@ SEQUENCES: dict[str, SequenceSpec] = {
                      defaults=SMOKE_DEFAULTS),
         SequenceSpec("offline", ("npz:mnist", "npz:gtsrb", "npz:dtd10"),
                      ("npz:cifar10", "npz:caltech101", "npz:usps"),
-                     epochs={"npz:mnist": 1, "npz:gtsrb": 1, "npz:dtd10": 2},
+                     epochs={"npz:mnist": 2, "npz:gtsrb": 2, "npz:dtd10": 3},
                      defaults=OFFLINE_DEFAULTS),
         SequenceSpec("3tasks", ("svhn", "cifar10", "resisc45")),
         SequenceSpec("5tasks", ("svhn", "cifar10", "resisc45", "dtd", "gtsrb"),
