@@ -79,7 +79,7 @@ def extract_features(
     return torch.cat(chunks)
 
 
-def _probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
+def probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the probe's train split (maybe subsampled) and a mask of its validation part."""
     _, val_idx = validation_split(n)
     idx = subsample(n, max_n)
@@ -144,7 +144,7 @@ class MatrixEvaluation(SupervisedPlugin):
     def evaluate_dataset(self, model: torch.nn.Module, ds: EvalDataset) -> dict[str, float]:
         encoder = model.encoder
         n_train = len(ds.data.train)
-        idx, val_mask = _probe_split(n_train, self.probe.max_train_samples)
+        idx, val_mask = probe_split(n_train, self.probe.max_train_samples)
         kw = dict(device=self.device, batch_size=self.probe.batch_size, workers=self.workers)
         train_f = extract_features(
             encoder,

@@ -201,3 +201,18 @@ class MultiTaskClassifier(MultiTaskModule):
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.heads[str(task_label)](self.encoder(x))
+
+    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
+        """Mixed-task batches (replay): encode the batch once, apply each sample's head, and pad
+        narrower heads with the most negative logit so cross-entropy ignores the padding.
+        (Avalanche pads with zeros, which counts as real classes with logit 0.)"""
+        if task_labels is None or isinstance(task_labels, int):
+            return super().forward(x, task_labels)
+        features = self.encoder(x)
+        tasks = torch.unique(task_labels)
+        outs = {int(t): self.heads[str(int(t))](features[task_labels == t]) for t in tasks}
+        dtype = next(iter(outs.values())).dtype
+        out = features.new_full((len(x), self.max_class_label), torch.finfo(dtype).min, dtype=dtype)
+        for t, logits in outs.items():
+            out[task_labels == t, : logits.shape[1]] = logits
+        return out

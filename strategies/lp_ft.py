@@ -21,7 +21,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
 from benchmark.config import ProbeConfig
-from benchmark.evaluation import Transformed, _probe_split, extract_features
+from benchmark.evaluation import Transformed, extract_features, probe_split
 from benchmark.probe import linear_probe
 from strategies.common import preserve_rng
 from tasks.base import TaskData, targets_of
@@ -41,7 +41,7 @@ def fit_probe_head(
     workers: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W [C, D], b [C]) of the linear probe on ``encoder``'s features of ``data.train``."""
-    idx, val_mask = _probe_split(len(data.train), probe.max_train_samples)
+    idx, val_mask = probe_split(len(data.train), probe.max_train_samples)
     with preserve_rng(device):  # the probe's data pass must not shift the training RNG
         x = extract_features(
             encoder,

@@ -49,3 +49,20 @@ def test_synthetic_task_is_deterministic_and_labelled():
     assert list(img.getdata()) == list(b.train[3][0].getdata()) and label == b.train[3][1]
     assert sorted(set(a.train.targets)) == list(range(8))
     assert len(a.train) == 8 * 60 and len(a.test) == 8 * 40
+
+
+def test_mixed_task_batch_pads_narrow_heads_so_cross_entropy_ignores_padding(tiny_encoder):
+    heads = [CosineHead(torch.randn(3, 32)), CosineHead(torch.randn(5, 32))]
+    model = MultiTaskClassifier(tiny_encoder.module, heads).eval()
+    x = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        out = model(x, labels)
+        assert out.shape == (4, 5)
+        torch.testing.assert_close(out[labels == 0, :3], model(x[labels == 0], 0))
+        torch.testing.assert_close(out[labels == 1], model(x[labels == 1], 1))
+        y = torch.tensor([2, 4, 1, 0])
+        # the loss of a task-0 sample equals its loss over task 0's own 3 classes
+        full = F.cross_entropy(out, y, reduction="none")
+        own = F.cross_entropy(model(x[labels == 0], 0), y[labels == 0], reduction="none")
+        torch.testing.assert_close(full[labels == 0], own)
