@@ -133,3 +133,15 @@ def test_help_explains_every_option():
         "--no-download",
     ):
         assert option in text
+
+
+def test_results_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
+    import stat
+
+    from benchmark import results
+
+    results.write_atomic(tmp_path / "x.csv", "a,b\n")
+    assert (tmp_path / "x.csv").read_text() == "a,b\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    mode = stat.S_IMODE((tmp_path / "x.csv").stat().st_mode)
+    assert mode == 0o666 & ~results._UMASK
