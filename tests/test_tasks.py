@@ -99,5 +99,5 @@ def test_sequence_yaml_errors_name_file_and_line(tmp_path, text, needle):
 
 
 def test_unknown_sequence_lists_valid_names():
-    with pytest.raises(CFBenchError, match="valid names: smoke, 3tasks, 5tasks, 10tasks"):
+    with pytest.raises(CFBenchError, match="valid names: smoke, offline, 3tasks, 5tasks, 10tasks"):
         get_sequence("6tasks")
