@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset (default: all)",
     )
     a(
+        "--batchnorm",
+        choices=["train", "frozen"],
+        help="batch-norm statistics while fine-tuning: 'train' updates them (PyTorch default), "
+        "'frozen' keeps the pretrained running statistics (default: the sequence's, else train)",
+    )
+    a(
         "--max-train-images",
         type=int,
         help="fine-tune on a fixed random subset of at most this many images per task "

@@ -26,6 +26,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     workers: int | None = None  # None: 0 on CPU, min(8, cores) on CUDA
     max_train_images: int | None = None  # fine-tune on a fixed subset per task (None: all)
+    # "train": batch norms use batch statistics and update their running ones while fine-tuning;
+    # "frozen": they keep the pretrained running statistics (affine weights still train).
+    batchnorm: str = "train"
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,9 @@ def validate(cfg: RunConfig) -> None:
         f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'",
     )
     _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
+    _check(
+        t.batchnorm in ("train", "frozen"), f"--batchnorm must be train or frozen: {t.batchnorm}"
+    )
     p = cfg.probe
     _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")
     _check(

@@ -143,6 +143,11 @@ class Trainer(SupervisedTemplate):
 
     def _before_training_epoch(self, **kwargs):
         super()._before_training_epoch(**kwargs)
+        if self.cfg.batchnorm == "frozen":
+            # Re-applied every epoch: evaluation and probes restore train() on the whole model.
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         t = self.clock.train_exp_counter
         desc = (
             f"train {t + 1}/{len(self.task_names)} {self._task_name()} "

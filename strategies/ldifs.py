@@ -54,6 +54,7 @@ class LDIFSPlugin(SupervisedPlugin):
         self.student = TapRecorder(encoder, taps)
         self.reference: TapRecorder | None = None
         self.ref_bn: list[nn.Module] = []
+        self.student_bn = [m for m in encoder.modules() if isinstance(m, _BatchNorm)]
 
     def _hook_reference(self) -> None:
         ref = self.anchor.module
@@ -73,9 +74,9 @@ class LDIFSPlugin(SupervisedPlugin):
         self.student.stop()
 
     def before_backward(self, strategy, **kwargs):
-        ref = self.anchor.module.eval()  # no dropout, but batch norm normalises like the
-        for m in self.ref_bn:  # student (batch statistics in training), so d = 0 at the anchor
-            m.train(self.encoder.training)
+        ref = self.anchor.module.eval()  # no dropout, but each batch norm normalises like the
+        for m, s in zip(self.ref_bn, self.student_bn, strict=True):  # student's (batch or running
+            m.train(s.training)  # statistics, as with --batchnorm frozen), so d = 0 at the anchor
         with torch.no_grad(), self.reference.capture():
             for x in self.student.inputs:  # the very images the student saw (= strategy.mb_x)
                 ref(x)

@@ -64,6 +64,7 @@ OFFLINE_DEFAULTS = {
     "warmup_steps": 10,
     "weight_decay": 0.0,
     "max_train_images": 1500,
+    "batchnorm": "frozen",
     "probe_max_train_samples": 600,
     "probe_max_test_samples": 600,
 }

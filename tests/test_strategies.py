@@ -311,6 +311,13 @@ def test_ldifs_works_for_a_cnn_with_batch_norm_that_declares_taps():
 
     assert added_loss().item() == 0.0  # train-mode student, batch statistics on both sides
     assert torch.equal(reference[1].running_mean, running)  # the reference never drifts
+    with torch.no_grad():  # running statistics that differ from the batch's, equal on both sides
+        for bn in (encoder[1], reference[1]):
+            bn.running_mean.fill_(0.5)
+            bn.running_var.fill_(2.0)
+    encoder[1].eval()  # --batchnorm frozen: the student's first BN uses running statistics
+    assert added_loss().item() == 0.0  # the reference mirrors it module by module
+    encoder[1].train()
     with torch.no_grad():
         encoder[0].weight.mul_(1.5)
     assert added_loss().item() > 0

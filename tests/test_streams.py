@@ -62,3 +62,20 @@ def test_avalanche_lwf_plugin_runs_two_experiences(tiny_encoder):
     assert lwf.lwf.prev_model is not None and set(lwf.lwf.prev_classes_by_task) == {0, 1}
     # one loss per mini-batch of the train splits (minus validation): ceil(54/16) + ceil(72/16)
     assert len(losses) == 4 + 5 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_frozen_batchnorm_keeps_pretrained_running_statistics():
+    from benchmark.model import build_encoder
+
+    tasks = _tasks()[:1]
+    for mode, should_change in (("frozen", False), ("train", True)):
+        encoder = build_encoder("resnet20-cifar", "none")
+        before = encoder.module.bn1.running_mean.clone()
+        model = MultiTaskClassifier(encoder.module, [CosineHead(torch.randn(3, 64), scale=10.0)])
+        cfg = TrainConfig(batch_size=16, lr=1e-3, warmup_steps=2, batchnorm=mode)
+        trainer = Trainer(model=model, cfg=cfg, device=torch.device("cpu"), task_names=["t0"])
+        bm = build_stream(tasks, encoder.train_transform, encoder.eval_transform)
+        trainer.train_task(bm.train_stream[0], epochs=1)
+        changed = not torch.equal(before, encoder.module.bn1.running_mean)
+        assert changed == should_change, mode
+        assert not torch.equal(encoder.module.bn1.weight, torch.ones(16))  # affine still trains
