@@ -161,10 +161,15 @@ def report_command(argv: list[str]) -> int:
         print(f"report: {folder / 'report.md'}")
         return 0
     except CFBenchError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error, args.debug)
+
+
+def user_error(error: Exception, debug: bool) -> int:
+    """A problem the user can fix: one line on stderr (traceback only with --debug), exit 2."""
+    if debug:
+        traceback.print_exc()
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 def parse_strategy_args(items: list[str]) -> dict:
@@ -230,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     except CFBenchError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error, args.debug)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
