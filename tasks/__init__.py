@@ -125,17 +125,8 @@ def _plain(node: yaml.Node) -> Any:
     return yaml.safe_load(yaml.serialize(node))
 
 
-def load_sequence_file(path: Path) -> SequenceSpec:
-    """Parse a sequence file::
-
-        name: my-sequence            # optional, default: the file name
-        tasks: [svhn, {name: cifar10, epochs: 3}]
-        controls: [mnist]            # optional
-        defaults: {lr: 1.0e-5}       # optional run settings
-        strategy_args: {ldifs: {lam: 1}}   # optional
-
-    Every error names the file and line.
-    """
+def _yaml_fields(path: Path) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """The top-level keys of a sequence file with their YAML nodes (which carry line numbers)."""
     if not path.is_file():
         raise CFBenchError(
             f"sequence file {path} does not exist; give a registered name "
@@ -159,42 +150,58 @@ def load_sequence_file(path: Path) -> SequenceSpec:
             )
     if "tasks" not in fields:
         raise CFBenchError(f"{path}: missing the 'tasks' list")
+    return fields
 
-    def names(key: str, with_epochs: bool) -> tuple[tuple[str, ...], dict[str, int]]:
-        if key not in fields:
-            return (), {}
-        knode, node = fields[key]
-        if not isinstance(node, yaml.SequenceNode):
-            raise _fail(path, knode, f"'{key}' must be a list of dataset names")
-        out, epochs = [], {}
-        for item in node.value:
-            value = _plain(item)
-            if isinstance(value, dict) and with_epochs:
-                name, ep = value.get("name"), value.get("epochs")
-                extra = set(value) - {"name", "epochs"}
-                if extra or not isinstance(name, str):
-                    raise _fail(path, item, "a task entry is a name or {name: ..., epochs: N}")
-                if ep is not None:
-                    if not isinstance(ep, int) or isinstance(ep, bool) or ep < 1:
-                        raise _fail(path, item, f"epochs for '{name}' must be an integer >= 1")
-                    epochs[name] = ep
-            elif isinstance(value, str):
-                name = value
-            else:
-                raise _fail(path, item, f"entries of '{key}' must be dataset names")
-            try:
-                get_task(name)
-            except CFBenchError as error:
-                raise _fail(path, item, str(error)) from None
-            out.append(name)
-        return tuple(out), epochs
 
-    tasks, epochs = names("tasks", True)
-    controls, _ = names("controls", False)
+def _dataset_entry(path: Path, item: yaml.Node, key: str, with_epochs: bool):
+    """(name, epochs or None) of one list entry: a name, or {name, epochs} for tasks."""
+    value, epochs = _plain(item), None
+    if isinstance(value, dict) and with_epochs:
+        name, epochs = value.get("name"), value.get("epochs")
+        if set(value) - {"name", "epochs"} or not isinstance(name, str):
+            raise _fail(path, item, "a task entry is a name or {name: ..., epochs: N}")
+        if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
+                                   or epochs < 1):  # fmt: skip
+            raise _fail(path, item, f"epochs for '{name}' must be an integer >= 1")
+    elif isinstance(value, str):
+        name = value
+    else:
+        raise _fail(path, item, f"entries of '{key}' must be dataset names")
+    try:
+        get_task(name)
+    except CFBenchError as error:
+        raise _fail(path, item, str(error)) from None
+    return name, epochs
+
+
+def _dataset_list(path: Path, fields: dict, key: str, with_epochs: bool):
+    """The dataset names under ``key`` and their per-task epochs."""
+    if key not in fields:
+        return (), {}
+    knode, node = fields[key]
+    if not isinstance(node, yaml.SequenceNode):
+        raise _fail(path, knode, f"'{key}' must be a list of dataset names")
+    entries = [_dataset_entry(path, item, key, with_epochs) for item in node.value]
+    return tuple(n for n, _ in entries), {n: e for n, e in entries if e is not None}
+
+
+def load_sequence_file(path: Path) -> SequenceSpec:
+    """Parse a sequence file::
+
+        name: my-sequence            # optional, default: the file name
+        tasks: [svhn, {name: cifar10, epochs: 3}]
+        controls: [mnist]            # optional
+        defaults: {lr: 1.0e-5}       # optional run settings
+        strategy_args: {ldifs: {lam: 1}}   # optional
+
+    Every error names the file and line.
+    """
+    fields = _yaml_fields(path)
+    tasks, epochs = _dataset_list(path, fields, "tasks", True)
+    controls, _ = _dataset_list(path, fields, "controls", False)
     if not tasks:
         raise _fail(path, fields["tasks"][1], "'tasks' is empty")
-    overlap = set(tasks) & set(controls)
-    if overlap or len(set(tasks)) != len(tasks):
+    if set(tasks) & set(controls) or len(set(tasks)) != len(tasks):
         raise _fail(path, fields["tasks"][1], "a dataset appears twice in tasks and controls")
     extras = {}
     for key in ("defaults", "strategy_args"):
@@ -204,14 +211,8 @@ def load_sequence_file(path: Path) -> SequenceSpec:
                 raise _fail(path, fields[key][0], f"'{key}' must be a mapping")
             extras[key] = value
     name = _plain(fields["name"][1]) if "name" in fields else path.stem
-    return SequenceSpec(
-        str(name),
-        tasks,
-        controls,
-        epochs,
-        extras.get("defaults", {}),
-        extras.get("strategy_args", {}),
-    )
+    return SequenceSpec(str(name), tasks, controls, epochs, extras.get("defaults", {}),
+                        extras.get("strategy_args", {}))  # fmt: skip
 
 
 __all__ = [
