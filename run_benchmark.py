@@ -9,6 +9,7 @@ python run_benchmark.py report results              # figures and tables from sa
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +17,10 @@ from pathlib import Path
 EPILOG = """sequences: smoke (synthetic, offline), 3tasks, 5tasks, 10tasks, or a .yaml file.
 Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
 protocol defaults (ViT-B-32/openai, AdamW lr 1e-5, wd 0.1, batch 128, 500 warm-up steps).
-Exit codes: 0 done, 2 bad input or missing data (one line on stderr), 130 interrupted."""
+A run saves a checkpoint after every task (OUT/<sequence>/<strategy>/seed<N>/checkpoints/): run the
+same command again after a crash, Ctrl-C or pre-emption and it resumes after the last finished task.
+Exit codes: 0 done, 2 bad input, missing data or a run that cannot continue (one line on stderr),
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); both of the last two can be resumed."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write TensorBoard events (accuracy per stage, heatmaps) to each run folder's "
         "tensorboard/ (view with: tensorboard --logdir OUT)",
     )
+    a(
+        "--eval-batch-size",
+        type=int,
+        dest="probe_batch_size",
+        help="images per batch when extracting features for the probes (default: 256); it does "
+        "not change the protocol, so a resumed run may lower it after running out of GPU memory",
+    )
+    a(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="delete this run's folder (checkpoints and results) and start over; by default a "
+        "command that was run before resumes after its last finished task, or reports that the "
+        "run is complete",
+    )
+    a(
+        "--keep-checkpoints",
+        choices=["last", "all"],
+        help="checkpoints kept in each run folder's checkpoints/: the latest stage's only (last), "
+        "or one per stage (all) (default: last)",
+    )
     a("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
@@ -191,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["report"]:
         return report_command(argv[1:])
     args = build_parser().parse_args(argv)
-    from benchmark.errors import CFBenchError
+    from benchmark.errors import CFBenchError, Terminated
 
+    previous = signal.signal(signal.SIGTERM, _terminate)  # pre-emption: stop as on Ctrl-C
     try:
         from benchmark.compare import report_comparison
         from benchmark.config import build_run_config
@@ -236,9 +262,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except CFBenchError as error:
         return user_error(error, args.debug)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # the runner's message says what is saved
+        terminated = isinstance(error, Terminated)
+        kind = "terminated" if terminated else "interrupted"
+        print(f"{kind}; {error}" if str(error) else kind, file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    from benchmark.errors import Terminated
+
+    raise Terminated()
 
 
 def cli() -> None:

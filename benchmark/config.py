@@ -60,6 +60,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
+    fresh: bool = False  # discard the run folder's checkpoints and results instead of resuming
+    keep_checkpoints: str = "last"  # "last": only the latest stage's checkpoint; "all": every one
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -135,11 +137,19 @@ def validate(cfg: RunConfig) -> None:
         cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
         f"--device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'",
     )
+    _check(
+        cfg.keep_checkpoints in ("last", "all"),
+        f"--keep-checkpoints must be last or all, got '{cfg.keep_checkpoints}'",
+    )
     _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
     _check(
         t.batchnorm in ("train", "frozen"), f"--batchnorm must be train or frozen: {t.batchnorm}"
     )
     p = cfg.probe
+    _check(
+        isinstance(p.batch_size, int) and p.batch_size >= 1,
+        f"--eval-batch-size must be an integer >= 1, got {p.batch_size}",
+    )
     _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")
     _check(
         p.max_train_samples is None or p.max_train_samples >= 10,

@@ -7,3 +7,7 @@ class CFBenchError(Exception):
 
 class DatasetMissingError(CFBenchError):
     """A dataset is not on disk and cannot be downloaded."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. a scheduler pre-empting the job): the run stops as on Ctrl-C."""

@@ -1,9 +1,9 @@
 """The evaluation plugin: fills the LP, zero-shot and head accuracy matrices.
 
-Row 0 is measured before the first task is trained (the pretrained encoder), row t after task t
-(after every plugin's ``after_training_exp``, so WiSE-FT's interpolated weights are what is
-measured: keep this plugin last). For every task and control dataset it extracts image embeddings
-of the train and test splits once, then
+Row 0 is measured by the runner before the first task starts (the pretrained encoder and the
+initial heads), row t after task t (after every plugin's ``after_training_exp``, so WiSE-FT's
+interpolated weights are what is measured: keep this plugin last). For every task and control
+dataset it extracts image embeddings of the train and test splits once, then
 
 - lp:   fits the linear probe (probe.py) and scores it on the test split;
 - zs:   scores the pretrained text tower's zero-shot head on the current encoder (CLIP only);
@@ -22,6 +22,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from benchmark import faults
 from benchmark.config import ProbeConfig
 from benchmark.probe import linear_probe, subsample, top1
 from tasks.base import TaskData, targets_of, validation_split
@@ -91,7 +92,8 @@ def probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 class MatrixEvaluation(SupervisedPlugin):
-    """Evaluate every dataset at row 0 and after each task; report rows through ``on_stage``.
+    """Evaluate every dataset after each task (``evaluate`` for row 0); report rows through
+    ``on_stage``.
 
     ``on_stage(stage, records)`` receives dicts with keys stage, stage_task, dataset, role, kind,
     accuracy (percent).
@@ -113,10 +115,7 @@ class MatrixEvaluation(SupervisedPlugin):
         self.device, self.task_names, self.on_stage = device, task_names, on_stage
         self.workers = workers
         self.next_stage = first_stage
-
-    def before_training_exp(self, strategy, **kwargs):
-        if self.next_stage == 0:
-            self.evaluate(strategy.model)
+        self.busy = False  # True while a stage is being evaluated
 
     def after_training_exp(self, strategy, **kwargs):
         self.evaluate(strategy.model)
@@ -125,8 +124,11 @@ class MatrixEvaluation(SupervisedPlugin):
         stage = self.next_stage
         stage_task = "pretrained" if stage == 0 else self.task_names[stage - 1]
         records = []
+        self.busy = True
         for ds in self.datasets:
-            for kind, acc in self.evaluate_dataset(model, ds).items():
+            accuracies = self.evaluate_dataset(model, ds)
+            faults.reached("eval")
+            for kind, acc in accuracies.items():
                 records.append(
                     dict(
                         stage=stage,
@@ -137,6 +139,7 @@ class MatrixEvaluation(SupervisedPlugin):
                         accuracy=100.0 * acc,
                     )
                 )
+        self.busy = False
         self.next_stage += 1
         self.on_stage(stage, records)
         return records

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark import metrics
+from benchmark import faults, metrics
 from benchmark.errors import CFBenchError
 
 RECORD_COLUMNS = [
@@ -42,15 +42,17 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to a temporary file beside ``path``, flush it to disk, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        faults.reached(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,15 +100,22 @@ def matrix(records: pd.DataFrame, kind: str, columns: list[str]) -> pd.DataFrame
 
 
 class RunResults:
-    """Collects records stage by stage and rewrites the run's files after each stage."""
+    """Collects records stage by stage and rewrites the run's files after each stage.
+
+    ``records`` are those of the stages already finished (from a checkpoint when resuming)."""
 
     def __init__(
-        self, folder: Path, identity: dict[str, Any], tasks: list[str], controls: list[str]
+        self,
+        folder: Path,
+        identity: dict[str, Any],
+        tasks: list[str],
+        controls: list[str],
+        records: list[dict] | None = None,
     ):
         self.folder = Path(folder)
         self.identity = identity  # sequence, strategy, seed
         self.tasks, self.controls = list(tasks), list(controls)
-        self.records: list[dict] = []
+        self.records: list[dict] = list(records or [])
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             probe = self.folder / ".write-test"
@@ -124,8 +133,16 @@ class RunResults:
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.folder / "config.json", config)
 
-    def add_stage(self, stage: int, records: list[dict]) -> None:
+    def append(self, records: list[dict]) -> None:
+        """Add one stage's records in memory (``write`` puts them on disk)."""
         self.records.extend({**self.identity, **r} for r in records)
+
+    def add_stage(self, records: list[dict]) -> None:
+        self.append(records)
+        self.write()
+
+    def write(self) -> None:
+        """Rewrite records.csv and the matrices from every record so far."""
         frame = self.frame()
         write_atomic(self.folder / "records.csv", frame.to_csv(index=False))
         for kind in KINDS:

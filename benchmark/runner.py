@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.checkpoint import (
+    CheckpointStore,
+    capture,
+    plugin_name,
+    restore,
+    resumable,
+    weights_digest,
+)
 from benchmark.config import RunConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
 from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder
 from benchmark.results import RunResults, matrix, run_dir
 from benchmark.streams import build_stream
-from benchmark.trainer import Trainer, default_workers, resolve_device
+from benchmark.trainer import NonFiniteLossError, Trainer, default_workers, resolve_device
 from strategies import StrategyContext, resolve
 from strategies.lp_ft import LPInitPlugin
 from tasks import SequenceSpec, TaskData, load_task
@@ -60,8 +69,22 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
     return out
 
 
+# Settings that change where and how fast a run executes, not its numbers: a resumed run may
+# change them. Everything else in config.json must match the checkpoint's run.
+EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints")
+EXECUTION_ONLY_NESTED = (("train", "workers"), ("probe", "batch_size"))
+
+
+def run_settings(config: dict) -> dict:
+    settings = {k: v for k, v in config.items() if k not in EXECUTION_ONLY}
+    for group, key in EXECUTION_ONLY_NESTED:
+        settings[group] = {k: v for k, v in settings[group].items() if k != key}
+    return settings
+
+
 def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
-    """Execute one (sequence, strategy, seed) run and return its folder."""
+    """Execute one (sequence, strategy, seed) run, or resume it from its latest checkpoint, and
+    return its folder."""
     started = time.time()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -70,44 +93,114 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
     head_init = choose_head_init(cfg, encoder)
+    tasks = [data[n] for n in sequence.tasks]
+    epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
+    config = {**cfg.to_dict(), "head_init": head_init,
+              "initial_weights": weights_digest(encoder.module), "sequence_spec": {
+        "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
+        "epochs": dict(zip(sequence.tasks, epochs, strict=True))}}  # fmt: skip
     folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
+    store = CheckpointStore(folder, run_settings(config), cfg.keep_checkpoints)
+    if cfg.fresh:
+        store.clear()
+    resume = store.latest()
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
-    results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
+    results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
+                         resume.records if resume else None)  # fmt: skip
+    if resume is not None and resume.stage == len(tasks):
+        log(f"{folder} is already complete (--fresh runs it again)")
+        print_summary(results, log, time.time() - started)
+        return folder
+    results.write_config(config)
 
     if encoder.text is not None:
         encoder.text.to(device)
-    tasks = [data[n] for n in sequence.tasks]
     model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init))
     evals = eval_datasets(sequence, data, encoder)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
-    epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
-    results.write_config({**cfg.to_dict(), "head_init": head_init, "sequence_spec": {
-        "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
-        "epochs": dict(zip(sequence.tasks, epochs, strict=True))}})  # fmt: skip
+    pending: list[list[dict]] = []
 
     def on_stage(stage: int, records: list[dict]) -> None:
-        results.add_stage(stage, records)
+        pending.append(records)
         lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
         tqdm.write(f"stage {stage} ({records[0]['stage_task']}): LP {lp}")
 
     context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks)
-    plugins = make_plugins(context)
+    plugins = make_plugins(context)  # built from the pretrained model, before any restore
     if head_init == "lp" and cfg.strategy != "lp_ft":  # lp_ft initialises the heads itself
         plugins.insert(0, LPInitPlugin(context))
     workers = default_workers(cfg.train, device)
+    evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
+                                  list(sequence.tasks), on_stage, workers=workers)  # fmt: skip
     # The evaluation plugin goes last so it sees what every strategy plugin did after a task.
-    plugins.append(MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
-                                    list(sequence.tasks), on_stage, workers=workers))  # fmt: skip
-    trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=plugins,
+    trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=[*plugins, evaluation],
                       task_names=list(sequence.tasks))  # fmt: skip
     stream = build_stream(
         tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
     )
-    for experience, n_epochs in zip(stream.train_stream, epochs, strict=True):
-        trainer.train_task(experience, n_epochs)
+
+    def commit(stage: int) -> None:
+        """Checkpoint first, then the results files: results never run ahead of a checkpoint."""
+        results.append(pending.pop())
+        store.save(capture(stage, results.records, model, plugins, trainer))
+        results.write()
+
+    done = Progress(folder, resume.stage if resume else None, sequence.tasks, cfg, evaluation)
+    try:
+        if resume is None:
+            for p in plugins:
+                if not resumable(p):
+                    log(f"note: {plugin_name(p)} has no state_dict(); this run cannot be resumed "
+                        "once its first task is finished")  # fmt: skip
+            evaluation.evaluate(model.to(device))
+            commit(0)
+            done.stage = 0
+        else:
+            restore(resume, model, plugins, trainer, f"checkpoint {store.path(resume.stage)}")
+            evaluation.next_stage = resume.stage + 1
+            log(f"resuming {folder} after stage {resume.stage} "
+                f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)")  # fmt: skip
+        for t in range(done.stage, len(tasks)):
+            trainer.train_task(stream.train_stream[t], epochs[t])
+            commit(t + 1)
+            done.stage = t + 1
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: main() prints this and exits 130/143
+        raise type(stop)(f"{done.saved()}; run the same command to resume") from None
+    except NonFiniteLossError as error:
+        raise CFBenchError(f"{error}; {done.saved()}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise CFBenchError(done.out_of_memory()) from None
     print_summary(results, log, time.time() - started)
     return folder
+
+
+@dataclass
+class Progress:
+    """Where a run is, for the messages of an interrupted or failed run."""
+
+    folder: Path
+    stage: int | None  # the last stage saved, None before stage 0 is
+    tasks: tuple[str, ...]
+    cfg: RunConfig
+    evaluation: MatrixEvaluation
+
+    def saved(self) -> str:
+        if self.stage is None:
+            return "no stage was finished"
+        return f"stages 0-{self.stage} are saved in {self.folder}"
+
+    def out_of_memory(self) -> str:
+        if self.evaluation.busy:
+            b = self.cfg.probe.batch_size
+            return (f"GPU out of memory while evaluating stage {self.evaluation.next_stage}; rerun "
+                    f"the same command with --eval-batch-size {max(1, b // 2)}, which resumes "
+                    f"({self.saved()})")  # fmt: skip
+        b = self.cfg.train.batch_size
+        task = self.tasks[(self.stage or 0)]
+        return (f"GPU out of memory while training task '{task}' at batch size {b}; a smaller "
+                f"--batch-size (e.g. {max(1, b // 2)}) changes the protocol, so rerun with it and "
+                f"--fresh or another --out ({self.saved()})")  # fmt: skip
 
 
 def print_summary(results: RunResults, log, seconds: float) -> None:

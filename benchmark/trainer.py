@@ -19,6 +19,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark import faults
 from benchmark.config import TrainConfig
 from benchmark.errors import CFBenchError
 
@@ -135,6 +136,7 @@ class Trainer(SupervisedTemplate):
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         super().optimizer_step()
         self.scheduler.step()
+        faults.reached("train-step")
 
     # -- progress ---------------------------------------------------------------------------
     def _task_name(self) -> str:

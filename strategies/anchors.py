@@ -10,8 +10,6 @@ import copy
 
 from torch import nn
 
-from strategies.common import cpu_state
-
 ANCHORS = ("previous", "pretrained")
 
 
@@ -32,35 +30,32 @@ class FrozenAnchor:
     """A frozen copy of ``encoder`` (the live, trained encoder).
 
     ``mode="previous"``: retaken at the start of every task, so it is the encoder at the end of the
-    previous task (the pretrained one for the first task). ``mode="pretrained"``: taken once, at
-    the start of the first task.
+    previous task (the pretrained one for the first task). ``mode="pretrained"``: taken once, when
+    the anchor is built, which is before any training (strategies are built from the freshly
+    built model, also when a run resumes).
+
+    Its checkpoint state is therefore only the mode: checkpoints are taken between tasks, where a
+    "previous" anchor is about to be retaken and a "pretrained" one is rebuilt with the run.
     """
 
     def __init__(self, encoder: nn.Module, mode: str = "previous"):
         if mode not in ANCHORS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}; got {mode!r}")
         self.encoder, self.mode = encoder, mode
-        self.module: nn.Module | None = None
+        self.module: nn.Module | None = frozen_copy(encoder) if mode == "pretrained" else None
 
     def update(self) -> bool:
         """Call at the start of a task; True when the copy was (re)taken."""
-        if self.module is not None and self.mode == "pretrained":
+        if self.mode == "pretrained":
             return False
         self.module = frozen_copy(self.encoder)
         return True
 
     def state_dict(self) -> dict:
-        return {
-            "mode": self.mode,
-            "module": None if self.module is None else cpu_state(self.module),
-        }
+        return {"mode": self.mode}
 
     def load_state_dict(self, state: dict) -> None:
         if state["mode"] != self.mode:
             raise ValueError(f"checkpoint anchor is '{state['mode']}', this run's is '{self.mode}'")
-        if state["module"] is None:
-            self.module = None
-            return
-        module = frozen_copy(self.encoder)  # same architecture and device; weights from the state
-        module.load_state_dict(state["module"])
-        self.module = module
+        if self.mode == "previous":
+            self.module = None  # retaken from the restored encoder when the next task starts

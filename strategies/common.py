@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -38,3 +38,17 @@ def preserve_rng(device: torch.device | str | None = None) -> Iterator[None]:
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a module's state dict (checkpoint-friendly: tensors only)."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+# In a checkpoint, a plugin state that is a copy of the model (a teacher, EWC's anchor weights)
+# is stored as this marker and rebuilt from the model, which the checkpoint holds anyway.
+FROM_MODEL = "model"
+
+
+def equals_model(tensors: Mapping[str, torch.Tensor], model: torch.nn.Module) -> bool:
+    """True when every tensor equals the model's state entry of the same name, bit for bit."""
+    state = model.state_dict()
+    return all(
+        k in state and torch.equal(state[k].detach().cpu(), v.detach().cpu())
+        for k, v in tensors.items()
+    )

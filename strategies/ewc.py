@@ -17,7 +17,7 @@ import torch
 from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData
 
-from strategies.common import check_weight, preserve_rng
+from strategies.common import FROM_MODEL, check_weight, equals_model, preserve_rng
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,11 @@ class OnlineEWCPlugin(EWCPlugin):
     """Avalanche's EWC in online mode, with a checkpointable state and an importance pass that
     does not shift the training RNG."""
 
-    def __init__(self, lam: float, decay: float, device: torch.device | str = "cpu"):
+    def __init__(
+        self, model: torch.nn.Module, lam: float, decay: float, device: torch.device | str = "cpu"
+    ):
         super().__init__(ewc_lambda=lam, mode="online", decay_factor=decay)
+        self.model = model  # the live model: what saved weights equal to it are rebuilt from
         self.device = torch.device(device)  # where a loaded state goes (the training device)
 
     def after_training_exp(self, strategy, **kwargs):
@@ -65,18 +68,25 @@ class OnlineEWCPlugin(EWCPlugin):
             super().after_training_exp(strategy, **kwargs)
 
     def state_dict(self) -> dict:
+        """Importances in full; the saved weights, which at a checkpoint (between tasks) are the
+        model's own, as FROM_MODEL."""
+        saved = _tensors(self.saved_params)
         return {
-            "saved_params": _tensors(self.saved_params),
+            "saved_params": {
+                t: FROM_MODEL if equals_model(w, self.model) else w for t, w in saved.items()
+            },
             "importances": _tensors(self.importances),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        weights = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        saved = {t: weights if w == FROM_MODEL else w for t, w in state["saved_params"].items()}
         self.saved_params.clear()
         self.importances.clear()
-        self.saved_params.update(_params(state["saved_params"], self.device))
+        self.saved_params.update(_params(saved, self.device))
         self.importances.update(_params(state["importances"], self.device))
 
 
 def build(context, config: Config) -> list:
     lam = context.train.batch_size / 2 if config.lam is None else config.lam
-    return [OnlineEWCPlugin(lam, config.decay, context.device)]
+    return [OnlineEWCPlugin(context.model, lam, config.decay, context.device)]

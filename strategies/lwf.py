@@ -15,7 +15,7 @@ from avalanche.training.plugins import LwFPlugin
 from torch import nn
 
 from strategies.anchors import freeze, frozen_copy
-from strategies.common import check_weight, cpu_state
+from strategies.common import FROM_MODEL, check_weight, cpu_state, equals_model
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,14 @@ class CheckpointableLwF(LwFPlugin):
         freeze(self.lwf.prev_model)  # Avalanche's copy is still in train mode, with gradients
 
     def state_dict(self) -> dict:
+        """The teacher is the model at the end of the previous task, so at a checkpoint (between
+        tasks) it is stored as FROM_MODEL and copied from the restored model."""
         teacher = self.lwf.prev_model
+        if teacher is not None:
+            same = equals_model(teacher.state_dict(), self.model)
+            weights = FROM_MODEL if same else cpu_state(teacher)
         return {
-            "teacher": None if teacher is None else cpu_state(teacher),
+            "teacher": None if teacher is None else weights,
             "teacher_tasks": [] if teacher is None else sorted(teacher.known_train_tasks_labels),
             "expcount": self.lwf.expcount,
             "prev_classes": {t: sorted(c) for t, c in self.lwf.prev_classes_by_task.items()},
@@ -56,7 +61,8 @@ class CheckpointableLwF(LwFPlugin):
         teacher = None
         if state["teacher"] is not None:
             teacher = frozen_copy(self.model)
-            teacher.load_state_dict(state["teacher"])
+            if state["teacher"] != FROM_MODEL:
+                teacher.load_state_dict(state["teacher"])
             teacher.known_train_tasks_labels = set(state["teacher_tasks"])
         self.lwf.prev_model = teacher
         self.lwf.expcount = state["expcount"]

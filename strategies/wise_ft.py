@@ -44,10 +44,12 @@ class WiSEFTPlugin(SupervisedPlugin):
         self.encoder.load_state_dict(mixed)
 
     def state_dict(self) -> dict:
-        return {"theta0": self.theta0}
+        """Empty: theta0 is the pretrained encoder, copied again when a resumed run builds this
+        plugin from its freshly built model."""
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
-        self.theta0 = {k: v.detach().cpu().clone() for k, v in state["theta0"].items()}
+        pass
 
 
 def build(context, config: Config) -> list:
