@@ -157,10 +157,12 @@ class RunResults:
         """Compute and write metrics.json from the matrices (LP is the headline)."""
         frame = self.frame()
         out: dict[str, Any] = {"units": "accuracy in percent", "definitions": metrics.DEFINITIONS}
+        last = len(self.tasks)
         for kind in KINDS:
             m = matrix(frame, kind, self.columns)
-            if m.empty or len(m) != len(self.tasks) + 1:
+            if m.empty or last not in m.index:
                 continue
-            out[kind] = metrics.summarize(m.to_numpy(), len(self.tasks), list(m.columns))
+            m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
+            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns))
         write_json(self.folder / "metrics.json", out)
         return out

@@ -100,6 +100,13 @@ class LPInitPlugin(SupervisedPlugin):
             kwargs.get("num_workers", 0),
         )
 
+    def state_dict(self) -> dict:
+        """Empty: the plugin keeps nothing between tasks (the fitted heads are in the model)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def build(context, config: Config) -> list:
     return [LPInitPlugin(context)]

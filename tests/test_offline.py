@@ -1,5 +1,7 @@
 """Real images and the real pretrained CIFAR ResNet-20 from ../shared (skipped without it)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,6 +117,10 @@ def test_reduced_offline_run_raises_task_accuracy(tmp_path):
     assert not (folder / "zs_matrix.csv").exists()  # no text tower: zero-shot not available
     assert lp.loc[1, "npz:mnist"] > lp.loc[0, "npz:mnist"]
     assert lp.loc[2, "npz:gtsrb"] > lp.loc[0, "npz:gtsrb"]
-    # LP-initialised heads: each is fitted when its task starts (row 0 has task 1's head only)
-    assert np.isnan(head.loc[0, "npz:gtsrb"]) and np.isnan(head.loc[1, "npz:gtsrb"])
-    assert head.loc[0, "npz:mnist"] > 50 and head.loc[2, "npz:gtsrb"] > 50
+    # LP-initialised heads: each is fitted when its task starts, so no head is scored at stage 0
+    # (the pretrained row) and task 2's is not yet at stage 1
+    assert list(head.index) == [1, 2] and np.isnan(head.loc[1, "npz:gtsrb"])
+    assert head.loc[1, "npz:mnist"] > 50 and head.loc[2, "npz:gtsrb"] > 50
+    metrics = json.loads((folder / "metrics.json").read_text())["head"]
+    assert metrics["final_avg_acc"] == pytest.approx(head.loc[2].mean(), abs=1e-3)
+    assert metrics["bwt"] == pytest.approx(head.loc[2, "npz:mnist"] - head.loc[1, "npz:mnist"])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 
+from benchmark.checkpoint import Checkpoint, capture, restore, resumable
 from benchmark.config import ProbeConfig, TrainConfig
 from benchmark.evaluation import Transformed, extract_features
 from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
@@ -25,7 +26,7 @@ from benchmark.streams import build_stream, training_split
 from benchmark.trainer import Trainer
 from run_benchmark import main
 from strategies import STRATEGIES, StrategyContext, resolve
-from strategies.common import cpu_state
+from strategies.common import FROM_MODEL, cpu_state
 from strategies.penalties import ldifs_distance
 from strategies.taps import TapRecorder
 from tasks.base import validation_split
@@ -140,23 +141,86 @@ def assert_same_weights(m1, m2):
 
 # -- the whole registry ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_strategy_trains_two_tasks_and_its_state_survives_a_round_trip(name, runs, data):
+def test_strategy_trains_two_tasks_and_every_plugin_is_resumable(name, runs):
     run = runs(name)
     assert len(run.losses) >= 2 * 3 and all(math.isfinite(v) for v in run.losses)
-    stateful = [p for p in run.plugins if hasattr(p, "state_dict")]
-    assert bool(stateful) == (name in STATEFUL)
-    fresh = [p for p in resolve(name)(fresh_context(data, seed=1)) if hasattr(p, "state_dict")]
-    for plugin, new in zip(stateful, fresh, strict=True):
+    assert all(resumable(p) for p in run.plugins)
+    for plugin in run.plugins:
         state = plugin.state_dict()
-        assert state and any(v is not None for v in state.values())
-        new.load_state_dict(through_checkpoint(state))
-        assert_same(new.state_dict(), state)
-    if name == "replay":  # the rebuilt buffer holds the same images, labels and task labels
-        old, new = stateful[0].storage_policy.buffer, fresh[0].storage_policy.buffer
-        assert len(old) == len(new) > 0
-        assert list(old.targets) == list(new.targets)
-        assert list(old.targets_task_labels) == list(new.targets_task_labels)
-        assert torch.equal(old.eval()[3][0], new.eval()[3][0])
+        assert_same(through_checkpoint(state), state)  # tensors and plain values only
+
+
+def tensor_paths(state, path="state") -> dict[str, torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return {path: state}
+    if not isinstance(state, (dict, list, tuple)):
+        return {}
+    items = state.items() if isinstance(state, dict) else enumerate(state)
+    out = {}
+    for key, value in items:
+        out.update(tensor_paths(value, f"{path}.{key}"))
+    return out
+
+
+def test_plugin_states_store_nothing_the_checkpoint_can_rebuild(runs):
+    """Anchors, the LwF teacher, EWC's saved weights and WiSE-FT's theta0 equal the model or the
+    pretrained weights between tasks: only EWC's importances and replay's indices are stored."""
+    for name in sorted(STATEFUL):
+        run = runs(name, mem_size=20) if name == "replay" else runs(name)
+        (plugin,) = run.plugins
+        tensors = tensor_paths(plugin.state_dict())
+        if name == "ewc":
+            params = dict(run.model.named_parameters())
+            assert plugin.state_dict()["saved_params"] == {1: FROM_MODEL}
+            importances = plugin.state_dict()["importances"]
+            assert list(importances) == [1] and importances[1].keys() == params.keys()
+            assert sum(t.numel() for t in tensors.values()) == sum(
+                p.numel() for p in params.values()
+            )  # one importance per parameter, no copy of the weights
+        elif name == "replay":
+            assert all(not t.is_floating_point() for t in tensors.values())
+            assert sum(t.numel() for t in tensors.values()) == 20
+        else:
+            assert not tensors, name
+    assert runs("lwf").plugins[0].state_dict()["teacher"] == FROM_MODEL
+
+
+@pytest.fixture(scope="module")
+def data3(data):
+    extra = synthetic_task("mini_2", seed=32, num_classes=4, n_train=16, n_test=4)
+    return [*data, extra.build(Path("."), False)]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_run_restored_from_a_checkpoint_trains_on_bit_for_bit(name, data3):
+    """Checkpoint after task 1 (through torch.save and a weights_only load), rebuild everything
+    from scratch, restore, train tasks 2 and 3: every loss and weight equals the uninterrupted
+    run's."""
+    args = {"mem_size": 12} if name == "replay" else {}
+
+    def build():
+        context = fresh_context(data3)
+        plugins = resolve(name, args)(context)
+        log = LossLog()
+        trainer = Trainer(model=context.model, cfg=TRAIN, device=CPU, plugins=[*plugins, log],
+                          task_names=[d.name for d in data3])  # fmt: skip
+        enc = context.encoder
+        stream = build_stream(data3, enc.train_transform, enc.eval_transform).train_stream
+        return context.model, plugins, trainer, stream, log
+
+    model, plugins, trainer, stream, log = build()
+    trainer.train_task(stream[0], 1)
+    state = through_checkpoint(dataclasses.asdict(capture(1, [], model, plugins, trainer)))
+    for experience in list(stream)[1:]:
+        trainer.train_task(experience, 1)
+
+    model2, plugins2, trainer2, stream2, log2 = build()
+    restore(Checkpoint(**state), model2, plugins2, trainer2, "test checkpoint")
+    for experience in list(stream2)[1:]:
+        trainer2.train_task(experience, 1)
+    assert len(log2.losses) > 0 and log2.losses == log.losses[-len(log2.losses) :]
+    assert_same_weights(model2, model)
+    assert trainer2.clock.train_exp_counter == trainer.clock.train_exp_counter == 3
 
 
 def test_replay_keeps_an_even_uniform_sample_of_each_task(runs, data):
