@@ -187,6 +187,12 @@ class CheckpointStore:
         if self.folder.exists():
             shutil.rmtree(self.folder)
 
+    def sweep(self) -> None:
+        """Remove temporary files a killed run left behind (write_atomic's ``.<name>.*.tmp``)."""
+        for folder in (self.folder, self.folder / FOLDER):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
     def save(self, ckpt: Checkpoint) -> Path:
         state = {"format": FORMAT, **dataclasses.asdict(ckpt)}
         buffer = io.BytesIO()
@@ -219,7 +225,7 @@ class CheckpointStore:
         self._check_settings(meta.get("settings", {}))
         path = self.folder / str(meta.get("file", ""))
         where = f"checkpoint {path}"
-        fix = "delete it and its checkpoint.json to start over, or rerun with --fresh"
+        fix = "rerun with --fresh to start over, or put back an intact copy of the file"
         try:
             data = path.read_bytes()
         except OSError as error:

@@ -6,6 +6,7 @@ separate frozen ``TextTower`` used to build zero-shot heads (DESIGN.md section 3
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,10 @@ def build_open_clip(name: str, pretrained: str | None) -> Encoder:
             f"or {', '.join(RESNET_DEPTHS)}"
         )
     tag = None if pretrained in (None, "", "none") else pretrained
+    root = logging.getLogger()
+    level = root.level
+    if tag is None:  # random weights were asked for: open_clip's warning about them is noise
+        root.setLevel(logging.ERROR)
     try:
         model, train_tf, eval_tf = open_clip.create_model_and_transforms(name, pretrained=tag)
     except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
@@ -120,6 +125,8 @@ def build_open_clip(name: str, pretrained: str | None) -> Encoder:
             f"the files are on the Hugging Face hub) and pass --pretrained /path/to/checkpoint, "
             f"or use --pretrained none for random weights"
         ) from None
+    finally:
+        root.setLevel(level)
     visual = model.visual
     del model.visual  # the text side must not carry (or optimise) a second image tower
     text = TextTower(model, open_clip.get_tokenizer(name), model.logit_scale.detach().exp().item())

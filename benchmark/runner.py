@@ -103,6 +103,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     store = CheckpointStore(folder, run_settings(config), cfg.keep_checkpoints)
     if cfg.fresh:
         store.clear()
+    store.sweep()
     resume = store.latest()
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
