@@ -99,23 +99,6 @@ def test_missing_dataset_is_one_line_exit_2_no_traceback(tmp_path):
     assert not (tmp_path / "out").exists()  # failed before anything was written
 
 
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["--strategy", "nosuch"], "unknown strategy 'nosuch'; valid names: ft"),
-        (["--epochs", "0"], "--epochs must be an integer >= 1"),
-        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
-        (["--lr", "nan"], "lr must be a finite number"),
-        (["--model", "NoSuchNet"], "unknown model 'NoSuchNet'"),
-        (["--sequence", "nosuch"], "unknown sequence 'nosuch'"),
-    ],
-)
-def test_bad_input_exit_2(tmp_path, capsys, args, needle):
-    assert main(["--out", str(tmp_path), *args]) == 2
-    err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1
-
-
 def test_help_explains_every_option():
     text = build_parser().format_help()
     for option in (

@@ -1,0 +1,198 @@
+"""Every bad input of the catalogue: one line on stderr naming the problem and the fix, exit code 2,
+no traceback, and the results already in --out untouched. (Corrupt checkpoints and resumes with
+other settings are in test_resume.py, with the crash tests that make their folders.)"""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+
+from benchmark import evaluation
+from benchmark.trainer import Trainer
+from run_benchmark import main
+
+MINI = """name: mini
+tasks: [{name: synth_a, epochs: 1}, {name: synth_b, epochs: 1}]
+controls: [synth_control]
+defaults: {model: cfbench-tiny-vit, pretrained: none, lr: 1.0e-3, batch_size: 32,
+           warmup_steps: 2, weight_decay: 0.0, probe_max_train_samples: 60}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("seq") / "mini.yaml"
+    path.write_text(MINI)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, mini) -> Path:
+    """--out holding a finished ft run of the mini sequence."""
+    out = tmp_path_factory.mktemp("finished")
+    assert main(["--sequence", str(mini), "--out", str(out)]) == 0
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def bad_inputs(mini: Path, tmp_path: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(case, arguments, phrases the message must contain)."""
+    seq = str(mini)
+    return [
+        ("unknown sequence", ["--sequence", "nosuch"],
+         ["unknown sequence 'nosuch'; valid names: smoke, offline, 3tasks"]),
+        ("unknown strategy", ["--sequence", seq, "--strategy", "nosuch"],
+         ["unknown strategy 'nosuch'; valid names: ft, l2sp, ldifs"]),
+        ("unknown dataset", ["--sequence", write(tmp_path, "d.yaml", "tasks: [synth_a, nosuch]\n")],
+         ["d.yaml, line 1: unknown dataset 'nosuch'; valid names:", "synth_a"]),
+        ("unknown model", ["--sequence", seq, "--model", "NoSuchNet"],
+         ["unknown model 'NoSuchNet'; use an open_clip architecture (e.g. ViT-B-32"]),
+        ("malformed YAML", ["--sequence", write(tmp_path, "y.yaml", "tasks: [synth_a\n")],
+         ["y.yaml", "line 2", "not valid YAML"]),
+        ("YAML with a bad value", ["--sequence", write(
+            tmp_path, "e.yaml", "tasks:\n  - {name: synth_a, epochs: 0}\n")],
+         ["e.yaml, line 2: epochs for 'synth_a'"]),
+        ("missing dataset files", ["--sequence", write(tmp_path, "r.yaml", "tasks: [resisc45]\n"),
+                                   "--data-root", str(tmp_path / "data"), "--no-download",
+                                   "--model", "cfbench-tiny-vit", "--pretrained", "none"],
+         ["dataset 'resisc45'", "NWPU-RESISC45", str(tmp_path / "data" / "resisc45")]),
+        ("negative lambda", ["--sequence", seq, "--strategy", "ldifs", "--strategy-arg", "lam=-1"],
+         ["lam must be a finite number >= 0, got -1.0", "valid fields: lam"]),
+        ("NaN lambda", ["--sequence", seq, "--strategy", "l2sp", "--strategy-arg", "alpha=nan"],
+         ["alpha must be a finite number >= 0, got nan"]),
+        ("epochs 0", ["--sequence", seq, "--epochs", "0"], ["--epochs must be an integer >= 1"]),
+        ("batch size 0", ["--sequence", seq, "--batch-size", "0"],
+         ["--batch-size must be an integer >= 1"]),
+        ("NaN learning rate", ["--sequence", seq, "--lr", "nan"], ["lr must be a finite number"]),
+        ("unwritable --out", ["--sequence", seq, "--out", write(tmp_path, "file", "") + "/sub"],
+         ["cannot write to", "choose another --out"]),
+    ]  # fmt: skip
+
+
+CASES = [
+    "unknown sequence", "unknown strategy", "unknown dataset", "unknown model", "malformed YAML",
+    "YAML with a bad value", "missing dataset files", "negative lambda", "NaN lambda", "epochs 0",
+    "batch size 0", "NaN learning rate", "unwritable --out",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_touches_no_results(
+    case, mini, finished, tmp_path, capsys
+):
+    cases = {name: (args, phrases) for name, args, phrases in bad_inputs(mini, tmp_path)}
+    assert list(cases) == CASES
+    args, phrases = cases[case]
+    before = snapshot(finished)
+    capsys.readouterr()
+    assert main(["--out", str(finished), *args]) == 2
+    message = one_line_error(capsys)
+    for phrase in phrases:
+        assert phrase in message, (phrase, message)
+    assert snapshot(finished) == before
+
+
+# -- failures in the middle of a run: finished stages are kept and the run resumes from them ------
+class NaNLossAt(SupervisedPlugin):
+    """Turns the loss into NaN at one step of one task; draws nothing from the RNG."""
+
+    def __init__(self, task: int = 1, step: int = 2):
+        super().__init__()
+        self.task, self.step = task, step
+
+    def before_backward(self, strategy, **kwargs):
+        clock = strategy.clock
+        if clock.train_exp_counter == self.task and clock.train_exp_iterations == self.step:
+            strategy.loss = strategy.loss * math.nan
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def stages(folder: Path) -> pd.DataFrame:
+    records = pd.read_csv(folder / "records.csv")
+    return records[["stage", "dataset", "kind", "accuracy"]].reset_index(drop=True)
+
+
+def ft_stages(finished: Path, upto: int) -> pd.DataFrame:
+    full = stages(finished / "mini" / "ft" / "seed0")
+    return full[full.stage <= upto].reset_index(drop=True)
+
+
+def test_nan_loss_names_task_and_step_and_keeps_finished_stages(mini, finished, tmp_path, capsys):
+    strategy = "tests.test_bad_input:NaNLossAt"
+    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--strategy", strategy]
+    folder = tmp_path / "mini" / strategy.replace(":", "_") / "seed0"
+    for _ in range(2):  # the re-run resumes after stage 1 and meets the same NaN
+        assert main(argv) == 2
+        message = one_line_error(capsys)
+        assert "loss became nan on task 'synth_b' at step 2; lower --lr" in message
+        assert f"stages 0-1 are saved in {folder}" in message
+        # stages 0-1 are the plain fine-tuning ones: the plugin changes nothing before the NaN
+        pd.testing.assert_frame_equal(stages(folder), ft_stages(finished, 1))
+
+
+def test_gpu_out_of_memory_while_training_suggests_a_batch_size(
+    mini, finished, tmp_path, capsys, monkeypatch
+):
+    forward = Trainer.forward
+
+    def forward_then_oom(self):
+        if self.clock.train_exp_counter == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self)
+
+    monkeypatch.setattr(Trainer, "forward", forward_then_oom)
+    assert main(["--sequence", str(mini), "--out", str(tmp_path)]) == 2
+    message = one_line_error(capsys)
+    folder = tmp_path / "mini" / "ft" / "seed0"
+    assert "GPU out of memory while training task 'synth_b' at batch size 32" in message
+    assert "--batch-size (e.g. 16)" in message and f"stages 0-1 are saved in {folder}" in message
+    pd.testing.assert_frame_equal(stages(folder), ft_stages(finished, 1))
+
+
+def test_gpu_out_of_memory_while_evaluating_resumes_with_a_smaller_eval_batch(
+    mini, finished, tmp_path, capsys, monkeypatch
+):
+    extract, calls = evaluation.extract_features, []
+
+    def extract_then_oom(*args, **kwargs):
+        calls.append(kwargs.get("batch_size"))
+        if len(calls) == 13:  # stage 2: 3 datasets x (train, test) features per stage
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "extract_features", extract_then_oom)
+    argv = ["--sequence", str(mini), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    folder = tmp_path / "mini" / "ft" / "seed0"
+    assert "GPU out of memory while evaluating stage 2; rerun the same command with " in message
+    assert "--eval-batch-size 128, which resumes (stages 0-1 are saved" in message
+    assert main([*argv, "--eval-batch-size", "128"]) == 0  # an execution setting: resumes
+    assert "resuming" in capsys.readouterr().out
+    assert calls[-1] == 128
+    resumed = stages(folder)
+    pd.testing.assert_frame_equal(resumed[resumed.stage <= 1], ft_stages(finished, 1))
+    assert sorted(resumed.stage.unique()) == [0, 1, 2]
