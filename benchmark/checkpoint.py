@@ -197,7 +197,7 @@ class CheckpointStore:
         state = {"format": FORMAT, **dataclasses.asdict(ckpt)}
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        data = buffer.getvalue()
+        data = buffer.getbuffer()  # no second copy of a model-sized buffer
         path = self.path(ckpt.stage)
         write_atomic(path, data)
         write_json(self.index, {

@@ -42,13 +42,13 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_atomic(path: Path, content: str | bytes) -> None:
+def write_atomic(path: Path, content: str | bytes | memoryview) -> None:
     """Write ``content`` to a temporary file beside ``path``, flush it to disk, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+        with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())

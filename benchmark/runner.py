@@ -116,7 +116,9 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
 
     if encoder.text is not None:
         encoder.text.to(device)
-    model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init))
+    # On the training device before the plugins are built: their copies (a pretrained anchor,
+    # a restored LwF teacher) must live where the model trains.
+    model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init)).to(device)
     evals = eval_datasets(sequence, data, encoder)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
@@ -154,7 +156,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
                 if not resumable(p):
                     log(f"note: {plugin_name(p)} has no state_dict(); this run cannot be resumed "
                         "once its first task is finished")  # fmt: skip
-            evaluation.evaluate(model.to(device))
+            evaluation.evaluate(model)
             commit(0)
             done.stage = 0
         else:
