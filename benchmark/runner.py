@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.checkpoint import (
+    Checkpoint,
     CheckpointStore,
     capture,
     plugin_name,
@@ -20,7 +21,7 @@ from benchmark.checkpoint import (
     resumable,
     weights_digest,
 )
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, TrainConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
 from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder
@@ -93,7 +94,6 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
     head_init = choose_head_init(cfg, encoder)
-    tasks = [data[n] for n in sequence.tasks]
     epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
     config = {**cfg.to_dict(), "head_init": head_init,
               "initial_weights": weights_digest(encoder.module), "sequence_spec": {
@@ -108,12 +108,30 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip
-    if resume is not None and resume.stage == len(tasks):
+    if resume is not None and resume.stage == len(sequence.tasks):
         log(f"{folder} is already complete (--fresh runs it again)")
-        print_summary(results, log, time.time() - started)
-        return folder
-    results.write_config(config)
+    else:
+        results.write_config(config)
+        session = build_session(cfg, sequence, data, encoder, head_init, make_plugins, device)
+        train_stages(session, epochs, store, results, resume, log)
+    print_summary(results, log, time.time() - started)
+    return folder
 
+
+@dataclass
+class Session:
+    """A run's live objects: the model, its strategy plugins, the evaluation, trainer, stream."""
+
+    model: MultiTaskClassifier
+    plugins: list  # the strategy's (and LP-init's); checkpointed in this order
+    evaluation: MatrixEvaluation
+    trainer: Trainer
+    stream: object  # Avalanche benchmark with .train_stream
+    pending: list[list[dict]]  # records of the stage just evaluated, until committed
+
+
+def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device) -> Session:
+    tasks = [data[n] for n in sequence.tasks]
     if encoder.text is not None:
         encoder.text.to(device)
     # On the training device before the plugins are built: their copies (a pretrained anchor,
@@ -142,40 +160,48 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     stream = build_stream(
         tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
     )
+    return Session(model, plugins, evaluation, trainer, stream, pending)
+
+
+def train_stages(
+    s: Session, epochs: list[int], store, results: RunResults, resume: Checkpoint | None, log
+) -> None:
+    """Evaluate stage 0 (or restore the checkpoint), then train and evaluate every task left,
+    committing each stage: checkpoint first, then the results files, so the results on disk
+    never run ahead of what can be resumed."""
 
     def commit(stage: int) -> None:
-        """Checkpoint first, then the results files: results never run ahead of a checkpoint."""
-        results.append(pending.pop())
-        store.save(capture(stage, results.records, model, plugins, trainer))
+        results.append(s.pending.pop())
+        store.save(capture(stage, results.records, s.model, s.plugins, s.trainer))
         results.write()
+        done.stage = stage
 
-    done = Progress(folder, resume.stage if resume else None, sequence.tasks, cfg, evaluation)
+    tasks = results.tasks
+    cfg_train = s.trainer.cfg
+    done = Progress(results.folder, resume.stage if resume else None, tasks, cfg_train,
+                    s.evaluation)  # fmt: skip
     try:
         if resume is None:
-            for p in plugins:
+            for p in s.plugins:
                 if not resumable(p):
                     log(f"note: {plugin_name(p)} has no state_dict(); this run cannot be resumed "
                         "once its first task is finished")  # fmt: skip
-            evaluation.evaluate(model)
+            s.evaluation.evaluate(s.model)
             commit(0)
-            done.stage = 0
         else:
-            restore(resume, model, plugins, trainer, f"checkpoint {store.path(resume.stage)}")
-            evaluation.next_stage = resume.stage + 1
-            log(f"resuming {folder} after stage {resume.stage} "
+            restore(resume, s.model, s.plugins, s.trainer, f"checkpoint {store.path(resume.stage)}")
+            s.evaluation.next_stage = resume.stage + 1
+            log(f"resuming {results.folder} after stage {resume.stage} "
                 f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)")  # fmt: skip
         for t in range(done.stage, len(tasks)):
-            trainer.train_task(stream.train_stream[t], epochs[t])
+            s.trainer.train_task(s.stream.train_stream[t], epochs[t])
             commit(t + 1)
-            done.stage = t + 1
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: main() prints this and exits 130/143
         raise type(stop)(f"{done.saved()}; run the same command to resume") from None
     except NonFiniteLossError as error:
         raise CFBenchError(f"{error}; {done.saved()}") from None
     except torch.cuda.OutOfMemoryError:
         raise CFBenchError(done.out_of_memory()) from None
-    print_summary(results, log, time.time() - started)
-    return folder
 
 
 @dataclass
@@ -184,8 +210,8 @@ class Progress:
 
     folder: Path
     stage: int | None  # the last stage saved, None before stage 0 is
-    tasks: tuple[str, ...]
-    cfg: RunConfig
+    tasks: list[str]
+    train: TrainConfig
     evaluation: MatrixEvaluation
 
     def saved(self) -> str:
@@ -195,12 +221,12 @@ class Progress:
 
     def out_of_memory(self) -> str:
         if self.evaluation.busy:
-            b = self.cfg.probe.batch_size
+            b = self.evaluation.probe.batch_size
             return (f"GPU out of memory while evaluating stage {self.evaluation.next_stage}; rerun "
                     f"the same command with --eval-batch-size {max(1, b // 2)}, which resumes "
                     f"({self.saved()})")  # fmt: skip
-        b = self.cfg.train.batch_size
-        task = self.tasks[(self.stage or 0)]
+        b = self.train.batch_size
+        task = self.tasks[self.stage or 0]
         return (f"GPU out of memory while training task '{task}' at batch size {b}; a smaller "
                 f"--batch-size (e.g. {max(1, b // 2)}) changes the protocol, so rerun with it and "
                 f"--fresh or another --out ({self.saved()})")  # fmt: skip
