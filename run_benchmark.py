@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmark.errors import CFBenchError, Terminated
 
-    previous = signal.signal(signal.SIGTERM, _terminate)  # pre-emption: stop as on Ctrl-C
+    try:  # pre-emption (SIGTERM): stop as on Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # main() called outside the main thread: leave signals alone
+        previous = None
     try:
         from benchmark.compare import report_comparison
         from benchmark.config import build_run_config
@@ -268,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}; {error}" if str(error) else kind, file=sys.stderr)
         return 143 if terminated else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _terminate(signum, frame):

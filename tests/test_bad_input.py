@@ -196,3 +196,36 @@ def test_gpu_out_of_memory_while_evaluating_resumes_with_a_smaller_eval_batch(
     resumed = stages(folder)
     pd.testing.assert_frame_equal(resumed[resumed.stage <= 1], ft_stages(finished, 1))
     assert sorted(resumed.stage.unique()) == [0, 1, 2]
+
+
+def test_a_plugin_without_state_dict_is_not_resumed_with_a_lost_state(
+    mini, tmp_path, capsys, monkeypatch
+):
+    """Avalanche's SI keeps its importances in attributes, with no state_dict(): the run says so
+    when it starts, and a resume after its first task is refused instead of silently wrong."""
+    forward = Trainer.forward
+
+    def forward_then_oom(self):
+        if self.clock.train_exp_counter == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return forward(self)
+
+    strategy = "avalanche.training.plugins:SynapticIntelligencePlugin"
+    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--strategy", strategy,
+            "--strategy-arg", "si_lambda=1"]  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "forward", forward_then_oom)
+        assert main(argv) == 2  # stopped during task 2: stages 0-1 saved
+    out = capsys.readouterr().out
+    assert (
+        "note: avalanche.training.plugins.synaptic_intelligence.SynapticIntelligencePlugin "
+        "has no state_dict(); this run cannot be resumed once its first task is finished" in out
+    )
+    folder = tmp_path / "mini" / strategy.replace(":", "_") / "seed0"
+    before = snapshot(folder)
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert f"cannot resume from checkpoint {folder / 'checkpoints' / 'stage01.pt'}" in message
+    assert "SynapticIntelligencePlugin has no state_dict(), so its state was not saved" in message
+    assert "rerun with --fresh" in message
+    assert snapshot(folder) == before
