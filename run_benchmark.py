@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tensorboard/ (view with: tensorboard --logdir OUT)",
     )
     a(
+        "--micro-batch",
+        type=int,
+        help="split each training batch into passes of at most N images and accumulate their "
+        "gradients: the same updates in less GPU memory, so a resumed run may set it after "
+        "running out of memory (refused where batch norms use batch statistics) (default: off)",
+    )
+    a(
         "--eval-batch-size",
         type=int,
         dest="probe_batch_size",

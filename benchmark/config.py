@@ -29,6 +29,9 @@ class TrainConfig:
     # "train": batch norms use batch statistics and update their running ones while fine-tuning;
     # "frozen": they keep the pretrained running statistics (affine weights still train).
     batchnorm: str = "train"
+    # Split every batch into micro-batches of at most this many images and accumulate their
+    # gradients before the one optimiser step: the same update in less GPU memory (None: off).
+    micro_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ def validate(cfg: RunConfig) -> None:
     _check(
         p.max_test_samples is None or p.max_test_samples >= 10,
         f"--probe-max-test must be >= 10, got {p.max_test_samples}",
+    )
+    _check(
+        t.micro_batch is None or (isinstance(t.micro_batch, int) and t.micro_batch >= 1),
+        f"--micro-batch must be an integer >= 1, got {t.micro_batch}",
     )
     _check(
         t.max_train_images is None or t.max_train_images >= 1,

@@ -21,7 +21,7 @@ from benchmark.checkpoint import (
     resumable,
     weights_digest,
 )
-from benchmark.config import RunConfig, TrainConfig
+from benchmark.config import RunConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
 from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder
@@ -73,7 +73,7 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
 # change them. Everything else in config.json must match the checkpoint's run.
 EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints")
-EXECUTION_ONLY_NESTED = (("train", "workers"), ("probe", "batch_size"))
+EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("probe", "batch_size"))
 
 
 def run_settings(config: dict) -> dict:
@@ -105,14 +105,18 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
         store.clear()
     store.sweep()
     resume = store.latest()
+    complete = resume is not None and resume.stage == len(sequence.tasks)
+    # Built before the run folder is written to, so that a setting it refuses leaves no trace.
+    session = None if complete else build_session(
+        cfg, sequence, data, encoder, head_init, make_plugins, device
+    )  # fmt: skip
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip
-    if resume is not None and resume.stage == len(sequence.tasks):
+    if complete:
         log(f"{folder} is already complete (--fresh runs it again)")
     else:
         results.write_config(config)
-        session = build_session(cfg, sequence, data, encoder, head_init, make_plugins, device)
         train_stages(session, epochs, store, results, resume, log)
     print_summary(results, log, time.time() - started)
     return folder
@@ -177,8 +181,7 @@ def train_stages(
         done.stage = stage
 
     tasks = results.tasks
-    cfg_train = s.trainer.cfg
-    done = Progress(results.folder, resume.stage if resume else None, tasks, cfg_train,
+    done = Progress(results.folder, resume.stage if resume else None, tasks, s.trainer,
                     s.evaluation)  # fmt: skip
     try:
         if resume is None:
@@ -211,7 +214,7 @@ class Progress:
     folder: Path
     stage: int | None  # the last stage saved, None before stage 0 is
     tasks: list[str]
-    train: TrainConfig
+    trainer: Trainer
     evaluation: MatrixEvaluation
 
     def saved(self) -> str:
@@ -225,11 +228,16 @@ class Progress:
             return (f"GPU out of memory while evaluating stage {self.evaluation.next_stage}; rerun "
                     f"the same command with --eval-batch-size {max(1, b // 2)}, which resumes "
                     f"({self.saved()})")  # fmt: skip
-        b = self.train.batch_size
-        task = self.tasks[self.stage or 0]
-        return (f"GPU out of memory while training task '{task}' at batch size {b}; a smaller "
-                f"--batch-size (e.g. {max(1, b // 2)}) changes the protocol, so rerun with it and "
-                f"--fresh or another --out ({self.saved()})")  # fmt: skip
+        b, micro = self.trainer.cfg.batch_size, self.trainer.cfg.micro_batch
+        where = f"while training task '{self.tasks[self.stage or 0]}'"
+        if self.trainer.batch_statistics():  # micro-batches would change the batch norms
+            return (f"GPU out of memory {where} at batch size {b}; a smaller --batch-size "
+                    f"(e.g. {max(1, b // 2)}) changes the protocol, so rerun with it and --fresh "
+                    f"or another --out ({self.saved()})")  # fmt: skip
+        half = max(1, min(micro or b, b) // 2)
+        return (f"GPU out of memory {where} at {min(micro or b, b)} images per pass; rerun the "
+                f"same command with --micro-batch {half}: it resumes, and still updates on "
+                f"batches of {b} ({self.saved()})")  # fmt: skip
 
 
 def print_summary(results: RunResults, log, seconds: float) -> None:

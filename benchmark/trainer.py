@@ -79,10 +79,21 @@ class Trainer(SupervisedTemplate):
             evaluator=EvaluationPlugin(loggers=[]),  # matrices are ours (evaluation.py)
         )
         self.cfg = cfg
+        if cfg.micro_batch and cfg.micro_batch < cfg.batch_size and self.batch_statistics():
+            raise CFBenchError(
+                "--micro-batch would change what this model's batch norms see (statistics of "
+                "each micro-batch, not the batch); use --batchnorm frozen, or a smaller "
+                "--batch-size without --micro-batch"
+            )
         self.task_names = list(task_names)
         self.workers = default_workers(cfg, device)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self._bar = None
+
+    def batch_statistics(self) -> bool:
+        """True when training normalises with batch statistics (batch norms not frozen)."""
+        bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        return bn and self.cfg.batchnorm == "train"
 
     # -- task-level setup -------------------------------------------------------------------
     def train_task(self, experience, epochs: int) -> None:
@@ -103,6 +114,42 @@ class Trainer(SupervisedTemplate):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.cfg.warmup_steps, total)
         )
+
+    # -- one optimiser step, optionally over micro-batches -------------------------------------
+    def training_epoch(self, **kwargs):
+        """Avalanche's SGD iteration; with ``micro_batch`` each batch is split into micro-batches
+        that each run forward, criterion, plugin loss terms and backward, their losses scaled by
+        their share of the batch, so the summed gradients are those of the whole batch; then one
+        optimiser step. Plugins see each micro-batch as ``mbatch``/``mb_output`` while it runs."""
+        size = self.cfg.micro_batch
+        if not size:
+            return super().training_epoch(**kwargs)
+        for mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            self.mbatch = mbatch
+            self._unpack_minibatch()
+            self._before_training_iteration(**kwargs)
+            self.optimizer.zero_grad()
+            batch, n = self.mbatch, len(self.mbatch[0])
+            total, outputs = 0.0, []
+            for start in range(0, n, size):
+                self.mbatch = [part[start : start + size] for part in batch]
+                self.loss = self._make_empty_loss()
+                self._before_forward(**kwargs)
+                self.mb_output = self.forward()
+                self._after_forward(**kwargs)
+                self.loss += self.criterion()
+                self._before_backward(**kwargs)
+                self.loss = self.loss * (len(self.mbatch[0]) / n)
+                self.backward()
+                self._after_backward(**kwargs)
+                total, outputs = total + self.loss.detach(), [*outputs, self.mb_output.detach()]
+            self.mbatch, self.mb_output, self.loss = batch, torch.cat(outputs), total
+            self._before_update(**kwargs)
+            self.optimizer_step()
+            self._after_update(**kwargs)
+            self._after_training_iteration(**kwargs)
 
     # -- autocast around everything that builds the loss --------------------------------------
     def _autocast(self):

@@ -84,13 +84,23 @@ def bad_inputs(mini: Path, tmp_path: Path) -> list[tuple[str, list[str], list[st
         ("NaN learning rate", ["--sequence", seq, "--lr", "nan"], ["lr must be a finite number"]),
         ("unwritable --out", ["--sequence", seq, "--out", write(tmp_path, "file", "") + "/sub"],
          ["cannot write to", "choose another --out"]),
+        ("micro-batches with batch norms", ["--sequence", seq, "--model", "resnet20-cifar",
+                                            "--pretrained", "none", "--micro-batch", "8",
+                                            "--strategy", "l2sp"],  # a run not yet in --out
+         ["--micro-batch would change what this model's batch norms see",
+          "use --batchnorm frozen, or a smaller --batch-size"]),
+        ("micro-batch 0", ["--sequence", seq, "--micro-batch", "0"],
+         ["--micro-batch must be an integer >= 1"]),
+        ("eval batch 0", ["--sequence", seq, "--eval-batch-size", "0"],
+         ["--eval-batch-size must be an integer >= 1"]),
     ]  # fmt: skip
 
 
 CASES = [
     "unknown sequence", "unknown strategy", "unknown dataset", "unknown model", "malformed YAML",
     "YAML with a bad value", "missing dataset files", "negative lambda", "NaN lambda", "epochs 0",
-    "batch size 0", "NaN learning rate", "unwritable --out",
+    "batch size 0", "NaN learning rate", "unwritable --out", "micro-batches with batch norms",
+    "micro-batch 0", "eval batch 0",
 ]  # fmt: skip
 
 
@@ -153,9 +163,7 @@ def test_nan_loss_names_task_and_step_and_keeps_finished_stages(mini, finished, 
         pd.testing.assert_frame_equal(stages(folder), ft_stages(finished, 1))
 
 
-def test_gpu_out_of_memory_while_training_suggests_a_batch_size(
-    mini, finished, tmp_path, capsys, monkeypatch
-):
+def oom_at_task_2(monkeypatch):
     forward = Trainer.forward
 
     def forward_then_oom(self):
@@ -164,12 +172,44 @@ def test_gpu_out_of_memory_while_training_suggests_a_batch_size(
         return forward(self)
 
     monkeypatch.setattr(Trainer, "forward", forward_then_oom)
-    assert main(["--sequence", str(mini), "--out", str(tmp_path)]) == 2
+
+
+def test_gpu_out_of_memory_while_training_resumes_with_micro_batches(
+    mini, finished, tmp_path, capsys, monkeypatch
+):
+    argv = ["--sequence", str(mini), "--out", str(tmp_path)]
+    with monkeypatch.context() as patch:
+        oom_at_task_2(patch)
+        assert main(argv) == 2
     message = one_line_error(capsys)
     folder = tmp_path / "mini" / "ft" / "seed0"
-    assert "GPU out of memory while training task 'synth_b' at batch size 32" in message
-    assert "--batch-size (e.g. 16)" in message and f"stages 0-1 are saved in {folder}" in message
+    assert "GPU out of memory while training task 'synth_b' at 32 images per pass" in message
+    assert (
+        "rerun the same command with --micro-batch 16: it resumes, and still updates on "
+        f"batches of 32 (stages 0-1 are saved in {folder})" in message
+    )
     pd.testing.assert_frame_equal(stages(folder), ft_stages(finished, 1))
+    assert main([*argv, "--micro-batch", "16"]) == 0  # an execution setting: resumes
+    assert "resuming" in capsys.readouterr().out
+    resumed = stages(folder)
+    pd.testing.assert_frame_equal(resumed[resumed.stage <= 1], ft_stages(finished, 1))
+    assert sorted(resumed.stage.unique()) == [0, 1, 2]
+
+
+def test_gpu_out_of_memory_with_batch_norm_statistics_suggests_a_batch_size(
+    mini, tmp_path, capsys, monkeypatch
+):
+    """Micro-batches would change batch-norm statistics, so a smaller batch is the answer."""
+    oom_at_task_2(monkeypatch)
+    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--model", "resnet20-cifar",
+            "--pretrained", "none", "--batchnorm", "train"]  # fmt: skip
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert (
+        "GPU out of memory while training task 'synth_b' at batch size 32; a smaller "
+        "--batch-size (e.g. 16) changes the protocol, so rerun with it and --fresh or another "
+        "--out (stages 0-1 are saved in" in message
+    )
 
 
 def test_gpu_out_of_memory_while_evaluating_resumes_with_a_smaller_eval_batch(
@@ -203,18 +243,11 @@ def test_a_plugin_without_state_dict_is_not_resumed_with_a_lost_state(
 ):
     """Avalanche's SI keeps its importances in attributes, with no state_dict(): the run says so
     when it starts, and a resume after its first task is refused instead of silently wrong."""
-    forward = Trainer.forward
-
-    def forward_then_oom(self):
-        if self.clock.train_exp_counter == 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return forward(self)
-
     strategy = "avalanche.training.plugins:SynapticIntelligencePlugin"
     argv = ["--sequence", str(mini), "--out", str(tmp_path), "--strategy", strategy,
             "--strategy-arg", "si_lambda=1"]  # fmt: skip
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "forward", forward_then_oom)
+        oom_at_task_2(patch)
         assert main(argv) == 2  # stopped during task 2: stages 0-1 saved
     out = capsys.readouterr().out
     assert (

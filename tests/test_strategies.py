@@ -483,3 +483,44 @@ def test_external_plugins_run_end_to_end(mini_sequence, tmp_path, strategy, args
     (folder,) = (tmp_path / "mini").iterdir()
     metrics = json.loads((folder / "seed0" / "metrics.json").read_text())
     assert math.isfinite(metrics["lp"]["final_avg_acc"])
+
+
+class GradLog(SupervisedPlugin):
+    """The gradient of every optimiser step (before clipping), and the batch it came from."""
+
+    def __init__(self):
+        super().__init__()
+        self.grads, self.batches = [], []
+
+    def before_update(self, strategy, **kwargs):
+        self.grads.append(
+            [p.grad.clone() for p in strategy.model.parameters() if p.grad is not None]
+        )
+        self.batches.append(len(strategy.mb_x))
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [("ft", {}), ("l2sp", {"anchor": "pretrained"}), ("ldifs", {"anchor": "pretrained"}),
+     ("lwf", {}), ("ewc", {"lam": 5.0}), ("replay", {"mem_size": 8})],
+)  # fmt: skip
+def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(name, args, data):
+    """Task 1 trained alike; task 2's first step once on the whole batch (16 images, 16 + 8 with
+    replay) and once in micro-batches of 5: same gradient, penalties included."""
+    grads = []
+    for micro in (None, 5):
+        context = fresh_context(data)
+        log = GradLog()
+        trainer = Trainer(model=context.model, cfg=TRAIN, device=CPU,
+                          plugins=[*resolve(name, args)(context), log])  # fmt: skip
+        enc = context.encoder
+        stream = build_stream(data, enc.train_transform, enc.eval_transform).train_stream
+        trainer.train_task(stream[0], 1)
+        trainer.cfg = dataclasses.replace(TRAIN, micro_batch=micro)
+        first = len(log.grads)
+        trainer.train_task(stream[1], 1)
+        assert log.batches[first] > 5  # more than one micro-batch
+        grads.append(log.grads[first])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for full, accumulated in zip(*grads, strict=True):
+        torch.testing.assert_close(accumulated, full, rtol=1e-4, atol=1e-6)
