@@ -137,14 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--micro-batch",
         type=int,
+        metavar="N",
         help="split each training batch into passes of at most N images and accumulate their "
-        "gradients: the same updates in less GPU memory, so a resumed run may set it after "
-        "running out of memory (refused where batch norms use batch statistics) (default: off)",
+        "gradients: the same updates (up to rounding) in less GPU memory, so a resumed run may "
+        "set it after running out of memory (refused where batch norms use batch statistics) "
+        "(default: off)",
     )
     a(
         "--eval-batch-size",
         type=int,
         dest="probe_batch_size",
+        metavar="N",
         help="images per batch when extracting features for the probes (default: 256); it does "
         "not change the protocol, so a resumed run may lower it after running out of GPU memory",
     )

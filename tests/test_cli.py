@@ -114,6 +114,10 @@ def test_help_explains_every_option():
         "--batch-size",
         "--lr",
         "--no-download",
+        "--fresh",
+        "--keep-checkpoints",
+        "--micro-batch",
+        "--eval-batch-size",
     ):
         assert option in text
 
