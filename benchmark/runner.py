@@ -101,15 +101,15 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
         "epochs": dict(zip(sequence.tasks, epochs, strict=True))}}  # fmt: skip
     folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
     store = CheckpointStore(folder, run_settings(config), cfg.keep_checkpoints)
-    if cfg.fresh:
-        store.clear()
-    store.sweep()
-    resume = store.latest()
+    resume = None if cfg.fresh else store.latest()
     complete = resume is not None and resume.stage == len(sequence.tasks)
-    # Built before the run folder is written to, so that a setting it refuses leaves no trace.
+    # Built before the run folder is touched, so that a setting it refuses changes nothing there.
     session = None if complete else build_session(
         cfg, sequence, data, encoder, head_init, make_plugins, device
     )  # fmt: skip
+    if cfg.fresh:
+        store.clear()
+    store.sweep()
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip

@@ -89,6 +89,10 @@ def bad_inputs(mini: Path, tmp_path: Path) -> list[tuple[str, list[str], list[st
                                             "--strategy", "l2sp"],  # a run not yet in --out
          ["--micro-batch would change what this model's batch norms see",
           "use --batchnorm frozen, or a smaller --batch-size"]),
+        ("--fresh with a refused setting", ["--sequence", seq, "--fresh", "--model",
+                                            "resnet20-cifar", "--pretrained", "none",
+                                            "--micro-batch", "8"],  # the finished run stays
+         ["--micro-batch would change what this model's batch norms see"]),
         ("micro-batch 0", ["--sequence", seq, "--micro-batch", "0"],
          ["--micro-batch must be an integer >= 1"]),
         ("eval batch 0", ["--sequence", seq, "--eval-batch-size", "0"],
@@ -100,7 +104,7 @@ CASES = [
     "unknown sequence", "unknown strategy", "unknown dataset", "unknown model", "malformed YAML",
     "YAML with a bad value", "missing dataset files", "negative lambda", "NaN lambda", "epochs 0",
     "batch size 0", "NaN learning rate", "unwritable --out", "micro-batches with batch norms",
-    "micro-batch 0", "eval batch 0",
+    "--fresh with a refused setting", "micro-batch 0", "eval batch 0",
 ]  # fmt: skip
 
 
