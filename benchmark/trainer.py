@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -51,6 +52,15 @@ def default_workers(cfg: TrainConfig, device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
+def quiet_evaluator() -> EvaluationPlugin:
+    """Avalanche's evaluator with no metrics and no loggers (the matrices are ours, in
+    evaluation.py), without its warning that nothing will be logged, which would be a stray
+    line on stderr."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(loggers=[])
+
+
 class NonFiniteLossError(CFBenchError):
     pass
 
@@ -76,7 +86,7 @@ class Trainer(SupervisedTemplate):
             eval_mb_size=cfg.batch_size,
             device=device,
             plugins=list(plugins),
-            evaluator=EvaluationPlugin(loggers=[]),  # matrices are ours (evaluation.py)
+            evaluator=quiet_evaluator(),
         )
         self.cfg = cfg
         if cfg.micro_batch and cfg.micro_batch < cfg.batch_size and self.batch_statistics():

@@ -89,6 +89,11 @@ class CheckpointableReplay(ReplayPlugin):
             storage_policy=IndexedBuffer(mem_size, dataset_of),
         )
 
+    def after_training_exp(self, strategy, **kwargs):
+        # What Avalanche's ReplayPlugin does through the deprecated ``storage_policy.update``,
+        # without its deprecation warning on every task.
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
     def state_dict(self) -> dict:
         return self.storage_policy.state_dict()
 
