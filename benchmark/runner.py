@@ -71,8 +71,9 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
 
 
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
-# change them. Everything else in config.json must match the checkpoint's run.
-EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints")
+# change them. Everything else in config.json must match the checkpoint's run. ("sequence" is
+# the name or path as typed; its content is compared as sequence_spec and the resolved settings.)
+EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints", "sequence")
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("probe", "batch_size"))
 
 
