@@ -266,3 +266,17 @@ def test_a_plugin_without_state_dict_is_not_resumed_with_a_lost_state(
     assert "SynapticIntelligencePlugin has no state_dict(), so its state was not saved" in message
     assert "rerun with --fresh" in message
     assert snapshot(folder) == before
+
+
+def test_the_same_sequence_by_another_path_resumes_the_same_run(
+    mini, finished, capsys, monkeypatch
+):
+    before = snapshot(finished)
+    monkeypatch.chdir(mini.parent)
+    capsys.readouterr()
+    assert main(["--sequence", mini.name, "--out", str(finished)]) == 0
+    assert "is already complete (--fresh runs it again)" in capsys.readouterr().out
+    assert snapshot(finished).keys() == before.keys()
+    assert all(
+        snapshot(finished)[k] == v for k, v in before.items() if k != "mini/ft/seed0/metrics.json"
+    )
