@@ -22,13 +22,12 @@ run ahead of what can be resumed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +75,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():  # a GPU run resumed on fewer GPUs, or on CPU,
+        for i, cuda in enumerate(state["cuda"][: torch.cuda.device_count()]):  # is not exact
+            torch.cuda.set_rng_state(cuda, i)
     n = state["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
@@ -140,15 +140,39 @@ def restore(ckpt: Checkpoint, model: nn.Module, plugins: list, trainer, where: s
             for plugin, entry in zip(plugins, ckpt.plugins, strict=True):
                 plugin.load_state_dict(entry["state"])
         except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            first = str(error).strip().splitlines()[0]
             raise CheckpointError(
-                f"{where} does not fit this run's model or strategy ({first}); "
+                f"{where} does not fit this run's model or strategy ({first_line(error)}); "
                 "rerun with the original settings, or --fresh to start over"
             ) from None
         model.known_train_tasks_labels = set(ckpt.trainer["known_tasks"])
         for key, value in ckpt.trainer["clock"].items():
             setattr(trainer.clock, key, value)
     set_rng_state(ckpt.rng)
+
+
+PLAIN = (str, int, float, bool, type(None))  # exactly: numpy.float64 is a float subclass
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Raise CFBenchError unless ``value`` is tensors and plain values in dicts, lists, tuples:
+    what ``torch.load(weights_only=True)`` reads back. Checked when saving, not at the resume."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain(key, f"{where} key")
+            check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif not (isinstance(value, torch.Tensor) or type(value) in PLAIN):
+        raise CFBenchError(
+            f"{where} holds a {type(value).__module__}.{type(value).__qualname__}; a checkpoint "
+            "takes tensors and plain values only (convert it, e.g. with .item() or torch.tensor)"
+        )
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def plain(records: list[dict]) -> list[dict]:
@@ -194,7 +218,10 @@ class CheckpointStore:
                 tmp.unlink(missing_ok=True)
 
     def save(self, ckpt: Checkpoint) -> Path:
-        state = {"format": FORMAT, **dataclasses.asdict(ckpt)}
+        for entry in ckpt.plugins or []:
+            check_plain(entry["state"], f"{entry['plugin']}.state_dict()")
+        # Not dataclasses.asdict: it would deep-copy every tensor of the model.
+        state = {"format": FORMAT, **{f.name: getattr(ckpt, f.name) for f in fields(ckpt)}}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getbuffer()  # no second copy of a model-sized buffer
@@ -238,7 +265,9 @@ class CheckpointStore:
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
-            raise CheckpointError(f"{where} cannot be loaded ({error}); {fix}") from None
+            raise CheckpointError(
+                f"{where} cannot be loaded ({first_line(error)}); {fix}"
+            ) from None
         if not isinstance(state, dict) or set(state) != STATE_KEYS or state["format"] != FORMAT:
             raise CheckpointError(f"{where} is not a cfbench checkpoint of format {FORMAT}; {fix}")
         if state["stage"] != meta.get("stage"):

@@ -133,6 +133,17 @@ class RunResults:
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.folder / "config.json", config)
 
+    def note_resume(self, stage: int, execution: dict[str, Any]) -> None:
+        """Add to config.json (written when the run started) that it was resumed after
+        ``stage``, with the execution settings of that attempt (device, micro-batch, ...)."""
+        path = self.folder / "config.json"
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # killed before the first write: the next start writes it
+        config.setdefault("resumed", []).append({"after_stage": stage, **execution})
+        write_json(path, config)
+
     def append(self, records: list[dict]) -> None:
         """Add one stage's records in memory (``write`` puts them on disk)."""
         self.records.extend({**self.identity, **r} for r in records)

@@ -114,11 +114,14 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip
+    if resume is None:
+        results.write_config(config)
+    else:  # a kill between a checkpoint and its results files left them a stage behind
+        results.write()
     if complete:
         log(f"{folder} is already complete (--fresh runs it again)")
     else:
-        results.write_config(config)
-        train_stages(session, epochs, store, results, resume, log)
+        train_stages(session, epochs, store, results, resume, log, cfg.fresh)
     print_summary(results, log, time.time() - started)
     return folder
 
@@ -169,7 +172,13 @@ def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device)
 
 
 def train_stages(
-    s: Session, epochs: list[int], store, results: RunResults, resume: Checkpoint | None, log
+    s: Session,
+    epochs: list[int],
+    store: CheckpointStore,
+    results: RunResults,
+    resume: Checkpoint | None,
+    log,
+    fresh: bool = False,
 ) -> None:
     """Evaluate stage 0 (or restore the checkpoint), then train and evaluate every task left,
     committing each stage: checkpoint first, then the results files, so the results on disk
@@ -177,13 +186,19 @@ def train_stages(
 
     def commit(stage: int) -> None:
         results.append(s.pending.pop())
-        store.save(capture(stage, results.records, s.model, s.plugins, s.trainer))
-        results.write()
-        done.stage = stage
+        try:
+            store.save(capture(stage, results.records, s.model, s.plugins, s.trainer))
+            done.stage = stage
+            results.write()
+        except OSError as error:  # e.g. a full disk: checkpoints are model-sized
+            raise CFBenchError(
+                f"cannot write stage {stage} to {results.folder} ({error.strerror or error}); "
+                f"free some space or choose another --out; {done.saved()}"
+            ) from None
 
     tasks = results.tasks
     done = Progress(results.folder, resume.stage if resume else None, tasks, s.trainer,
-                    s.evaluation)  # fmt: skip
+                    s.evaluation, fresh)  # fmt: skip
     try:
         if resume is None:
             for p in s.plugins:
@@ -195,13 +210,17 @@ def train_stages(
         else:
             restore(resume, s.model, s.plugins, s.trainer, f"checkpoint {store.path(resume.stage)}")
             s.evaluation.next_stage = resume.stage + 1
+            results.note_resume(resume.stage, {
+                "device": str(s.trainer.device), "workers": s.trainer.workers,
+                "micro_batch": s.trainer.cfg.micro_batch,
+                "eval_batch_size": s.evaluation.probe.batch_size})  # fmt: skip
             log(f"resuming {results.folder} after stage {resume.stage} "
                 f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)")  # fmt: skip
         for t in range(done.stage, len(tasks)):
             s.trainer.train_task(s.stream.train_stream[t], epochs[t])
             commit(t + 1)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: main() prints this and exits 130/143
-        raise type(stop)(f"{done.saved()}; run the same command to resume") from None
+        raise type(stop)(f"{done.saved()}; {done.rerun()} to resume") from None
     except NonFiniteLossError as error:
         raise CFBenchError(f"{error}; {done.saved()}") from None
     except torch.cuda.OutOfMemoryError:
@@ -217,27 +236,42 @@ class Progress:
     tasks: list[str]
     trainer: Trainer
     evaluation: MatrixEvaluation
+    fresh: bool = False  # the command has --fresh: resuming means running it without
 
     def saved(self) -> str:
         if self.stage is None:
             return "no stage was finished"
         return f"stages 0-{self.stage} are saved in {self.folder}"
 
+    def rerun(self) -> str:
+        """How to resume: the same command, but never with --fresh (it would delete the run)."""
+        return "run the same command (without --fresh)" if self.fresh else "run the same command"
+
     def out_of_memory(self) -> str:
-        if self.evaluation.busy:
-            b = self.evaluation.probe.batch_size
-            return (f"GPU out of memory while evaluating stage {self.evaluation.next_stage}; rerun "
-                    f"the same command with --eval-batch-size {max(1, b // 2)}, which resumes "
-                    f"({self.saved()})")  # fmt: skip
+        task = self.tasks[self.stage or 0]
+        if self.evaluation.busy or self.trainer.phase == "preparing":
+            what = (
+                f"evaluating stage {self.evaluation.next_stage}"
+                if self.evaluation.busy
+                else f"preparing task '{task}' (e.g. the feature pass of its LP-init probe)"
+            )
+            half = max(1, self.evaluation.probe.batch_size // 2)
+            return (f"GPU out of memory while {what}; {self.rerun()} with --eval-batch-size "
+                    f"{half}, which resumes ({self.saved()})")  # fmt: skip
         b, micro = self.trainer.cfg.batch_size, self.trainer.cfg.micro_batch
-        where = f"while training task '{self.tasks[self.stage or 0]}'"
+        what = "training" if self.trainer.phase == "training" else "finishing"
+        where = f"while {what} task '{task}'"
         if self.trainer.batch_statistics():  # micro-batches would change the batch norms
             return (f"GPU out of memory {where} at batch size {b}; a smaller --batch-size "
                     f"(e.g. {max(1, b // 2)}) changes the protocol, so rerun with it and --fresh "
                     f"or another --out ({self.saved()})")  # fmt: skip
-        half = max(1, min(micro or b, b) // 2)
-        return (f"GPU out of memory {where} at {min(micro or b, b)} images per pass; rerun the "
-                f"same command with --micro-batch {half}: it resumes, and still updates on "
+        per_pass = min(micro or b, b)
+        if per_pass == 1:
+            return (f"GPU out of memory {where} with one image per pass: the model does not fit "
+                    f"in the GPU's free memory (nvidia-smi shows what else uses it) "
+                    f"({self.saved()})")  # fmt: skip
+        return (f"GPU out of memory {where} at {per_pass} images per pass; {self.rerun()} "
+                f"with --micro-batch {per_pass // 2}: it resumes, and still updates on "
                 f"batches of {b} ({self.saved()})")  # fmt: skip
 
 

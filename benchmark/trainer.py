@@ -89,7 +89,8 @@ class Trainer(SupervisedTemplate):
             evaluator=quiet_evaluator(),
         )
         self.cfg = cfg
-        if cfg.micro_batch and cfg.micro_batch < cfg.batch_size and self.batch_statistics():
+        if cfg.micro_batch and self.batch_statistics():  # also at the batch size: replay
+            # batches are larger than it (new and remembered images)
             raise CFBenchError(
                 "--micro-batch would change what this model's batch norms see (statistics of "
                 "each micro-batch, not the batch); use --batchnorm frozen, or a smaller "
@@ -98,6 +99,9 @@ class Trainer(SupervisedTemplate):
         self.task_names = list(task_names)
         self.workers = default_workers(cfg, device)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        # What the trainer is doing, for error messages: "preparing" (plugins' before_training_exp,
+        # e.g. an LP-init probe), "training", "finishing" (after_training_exp, e.g. EWC's pass).
+        self.phase = "idle"
         self._bar = None
 
     def batch_statistics(self) -> bool:
@@ -117,6 +121,7 @@ class Trainer(SupervisedTemplate):
         super().make_optimizer(**kwargs)
 
     def _before_training_exp(self, **kwargs):
+        self.phase = "preparing"
         super()._before_training_exp(**kwargs)  # plugins (e.g. replay) may replace the dataloader
         total = self.train_epochs * len(self.dataloader)
         for group in self.optimizer.param_groups:
@@ -200,7 +205,12 @@ class Trainer(SupervisedTemplate):
         t = self.clock.train_exp_counter
         return self.task_names[t] if t < len(self.task_names) else f"task {t}"
 
+    def _after_training_exp(self, **kwargs):
+        self.phase = "finishing"
+        super()._after_training_exp(**kwargs)
+
     def _before_training_epoch(self, **kwargs):
+        self.phase = "training"
         super()._before_training_epoch(**kwargs)
         if self.cfg.batchnorm == "frozen":
             # Re-applied every epoch: evaluation and probes restore train() on the whole model.

@@ -14,11 +14,13 @@ ANCHORS = ("previous", "pretrained")
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """In place: eval mode, no gradients, and no forward hooks (a copy inherits the original's,
-    e.g. LDIFS's recorders, which must only see the trained encoder)."""
+    """In place: eval mode, no gradients (none kept, none computed), and no forward hooks (a copy
+    inherits the original's, e.g. LDIFS's recorders, which must only see the trained encoder)."""
     for m in module.modules():
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
+    for p in module.parameters():
+        p.grad = None  # a copy of a model mid-training carries its last gradients
     return module.eval().requires_grad_(False)
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import EWCPlugin
-from avalanche.training.utils import ParamData
+from avalanche.training.utils import ParamData, zerolike_params_dict
+from torch.utils.data import DataLoader
 
 from strategies.common import FROM_MODEL, check_weight, equals_model, preserve_rng
 
@@ -57,15 +59,52 @@ class OnlineEWCPlugin(EWCPlugin):
     does not shift the training RNG."""
 
     def __init__(
-        self, model: torch.nn.Module, lam: float, decay: float, device: torch.device | str = "cpu"
+        self,
+        model: torch.nn.Module,
+        lam: float,
+        decay: float,
+        device: torch.device | str = "cpu",
+        micro_batch: int | None = None,
     ):
         super().__init__(ewc_lambda=lam, mode="online", decay_factor=decay)
         self.model = model  # the live model: what saved weights equal to it are rebuilt from
         self.device = torch.device(device)  # where a loaded state goes (the training device)
+        self.micro_batch = micro_batch  # the run's --micro-batch: also for the importance pass
 
     def after_training_exp(self, strategy, **kwargs):
         with preserve_rng(strategy.device):
             super().after_training_exp(strategy, **kwargs)
+
+    def compute_importances(
+        self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0
+    ):
+        """Avalanche's importances (squared mini-batch gradients, averaged over the mini-batches
+        of the task), with each mini-batch's gradient accumulated over micro-batches when the run
+        uses --micro-batch, so that the pass fits where training fits."""
+        size = self.micro_batch
+        if not size or size >= batch_size:
+            return super().compute_importances(
+                model, criterion, optimizer, dataset, device, batch_size, num_workers
+            )
+        model.eval()
+        importances = zerolike_params_dict(model)
+        collate = getattr(dataset, "collate_fn", None)
+        loader = DataLoader(dataset, batch_size, collate_fn=collate, num_workers=num_workers)
+        for batch in loader:
+            x, y, tasks = batch[0], batch[1], batch[-1]
+            optimizer.zero_grad()
+            for start in range(0, len(x), size):
+                part = slice(start, start + size)
+                out = avalanche_forward(model, x[part].to(device), tasks[part])
+                share = len(x[part]) / len(x)
+                (criterion(out, y[part].to(device)) * share).backward()
+            for (_, p), imp in zip(model.named_parameters(), importances.values(), strict=True):
+                if p.grad is not None:
+                    imp.data += p.grad.detach().pow(2)
+        for imp in importances.values():
+            imp.data /= float(len(loader))
+        model.train()
+        return importances
 
     def state_dict(self) -> dict:
         """Importances in full; the saved weights, which at a checkpoint (between tasks) are the
@@ -89,4 +128,5 @@ class OnlineEWCPlugin(EWCPlugin):
 
 def build(context, config: Config) -> list:
     lam = context.train.batch_size / 2 if config.lam is None else config.lam
-    return [OnlineEWCPlugin(context.model, lam, config.decay, context.device)]
+    micro = context.train.micro_batch
+    return [OnlineEWCPlugin(context.model, lam, config.decay, context.device, micro)]

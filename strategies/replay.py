@@ -79,9 +79,8 @@ class CheckpointableReplay(ReplayPlugin):
         enc = context.encoder
 
         def dataset_of(t: int):  # what benchmark.streams.build_stream gives task t
-            return task_aware(
-                training_split(context.tasks[t]), t, enc.train_transform, enc.eval_transform
-            )
+            split = training_split(context.tasks[t], context.train.max_train_images)
+            return task_aware(split, t, enc.train_transform, enc.eval_transform)
 
         super().__init__(
             mem_size=mem_size,

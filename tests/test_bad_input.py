@@ -5,6 +5,7 @@ other settings are in test_resume.py, with the crash tests that make their folde
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -189,7 +190,7 @@ def test_gpu_out_of_memory_while_training_resumes_with_micro_batches(
     folder = tmp_path / "mini" / "ft" / "seed0"
     assert "GPU out of memory while training task 'synth_b' at 32 images per pass" in message
     assert (
-        "rerun the same command with --micro-batch 16: it resumes, and still updates on "
+        "run the same command with --micro-batch 16: it resumes, and still updates on "
         f"batches of 32 (stages 0-1 are saved in {folder})" in message
     )
     pd.testing.assert_frame_equal(stages(folder), ft_stages(finished, 1))
@@ -232,7 +233,7 @@ def test_gpu_out_of_memory_while_evaluating_resumes_with_a_smaller_eval_batch(
     assert main(argv) == 2
     message = one_line_error(capsys)
     folder = tmp_path / "mini" / "ft" / "seed0"
-    assert "GPU out of memory while evaluating stage 2; rerun the same command with " in message
+    assert "GPU out of memory while evaluating stage 2; run the same command with " in message
     assert "--eval-batch-size 128, which resumes (stages 0-1 are saved" in message
     assert main([*argv, "--eval-batch-size", "128"]) == 0  # an execution setting: resumes
     assert "resuming" in capsys.readouterr().out
@@ -280,3 +281,49 @@ def test_the_same_sequence_by_another_path_resumes_the_same_run(
     assert all(
         snapshot(finished)[k] == v for k, v in before.items() if k != "mini/ft/seed0/metrics.json"
     )
+
+
+def test_out_of_memory_fitting_an_lp_init_head_suggests_the_eval_batch_and_says_without_fresh(
+    mini, tmp_path, capsys, monkeypatch
+):
+    from strategies import lp_ft
+
+    extract, calls = lp_ft.extract_features, []
+
+    def extract_then_oom(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the LP-init probe of task 2
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(lp_ft, "extract_features", extract_then_oom)
+    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--head-init", "lp", "--fresh"]
+    assert main(argv) == 2
+    message = one_line_error(capsys)
+    assert (
+        "GPU out of memory while preparing task 'synth_b' (e.g. the feature pass of its "
+        "LP-init probe); run the same command (without --fresh) with --eval-batch-size 128, "
+        "which resumes (stages 0-1 are saved in" in message
+    )
+
+
+class NumpyState(SupervisedPlugin):
+    """A plugin whose state holds a numpy scalar, which weights_only loading would refuse."""
+
+    def state_dict(self) -> dict:
+        return {"count": np.float64(1.0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def test_a_plugin_state_that_a_checkpoint_cannot_hold_is_refused_when_saved(mini, tmp_path, capsys):
+    strategy = "tests.test_bad_input:NumpyState"
+    assert main(["--sequence", str(mini), "--out", str(tmp_path), "--strategy", strategy]) == 2
+    message = one_line_error(capsys)
+    assert (
+        "tests.test_bad_input.NumpyState.state_dict()['count'] holds a numpy.float64; a "
+        "checkpoint takes tensors and plain values only" in message
+    )
+    folder = tmp_path / "mini" / strategy.replace(":", "_") / "seed0"
+    assert sorted(stages(folder).stage.unique()) == [0]  # stage 0 is saved; stage 1 was refused

@@ -191,22 +191,25 @@ def data3(data):
     return [*data, extra.build(Path("."), False)]
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_a_run_restored_from_a_checkpoint_trains_on_bit_for_bit(name, data3):
+@pytest.mark.parametrize(
+    "name, max_images", [(n, None) for n in sorted(STRATEGIES)] + [("replay", 10)]
+)
+def test_a_run_restored_from_a_checkpoint_trains_on_bit_for_bit(name, max_images, data3):
     """Checkpoint after task 1 (through torch.save and a weights_only load), rebuild everything
     from scratch, restore, train tasks 2 and 3: every loss and weight equals the uninterrupted
-    run's."""
+    run's. (Replay also with --max-train-images: its saved indices point into that subset.)"""
     args = {"mem_size": 12} if name == "replay" else {}
+    train = dataclasses.replace(TRAIN, max_train_images=max_images)
 
     def build():
-        context = fresh_context(data3)
+        context = fresh_context(data3, train=train)
         plugins = resolve(name, args)(context)
         log = LossLog()
-        trainer = Trainer(model=context.model, cfg=TRAIN, device=CPU, plugins=[*plugins, log],
+        trainer = Trainer(model=context.model, cfg=train, device=CPU, plugins=[*plugins, log],
                           task_names=[d.name for d in data3])  # fmt: skip
         enc = context.encoder
-        stream = build_stream(data3, enc.train_transform, enc.eval_transform).train_stream
-        return context.model, plugins, trainer, stream, log
+        stream = build_stream(data3, enc.train_transform, enc.eval_transform, max_images)
+        return context.model, plugins, trainer, stream.train_stream, log
 
     model, plugins, trainer, stream, log = build()
     trainer.train_task(stream[0], 1)
@@ -524,3 +527,24 @@ def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(name, args, da
     assert len(grads[0]) == len(grads[1]) > 0
     for full, accumulated in zip(*grads, strict=True):
         torch.testing.assert_close(accumulated, full, rtol=1e-4, atol=1e-6)
+
+
+def test_ewc_importances_over_micro_batches_equal_those_of_whole_batches(data):
+    """The importance pass uses the training batch (16) even with --micro-batch 5: same F."""
+    context = fresh_context(data)
+    enc = context.encoder
+    experience = build_stream(data, enc.train_transform, enc.eval_transform).train_stream[0]
+    dataset = experience.dataset.eval()
+    optimizer = torch.optim.SGD(context.model.parameters(), lr=0.0)
+    importances = []
+    for micro in (None, 5):
+        plugin = resolve("ewc", {})(dataclasses.replace(context, train=TRAIN))[0]
+        plugin.micro_batch = micro
+        imp = plugin.compute_importances(
+            context.model, torch.nn.CrossEntropyLoss(), optimizer, dataset, CPU, 16
+        )
+        importances.append({k: v.data.clone() for k, v in imp.items()})
+    assert importances[0].keys() == importances[1].keys()
+    assert any(bool(v.abs().sum() > 0) for v in importances[0].values())
+    for key, whole in importances[0].items():
+        torch.testing.assert_close(importances[1][key], whole, rtol=1e-4, atol=1e-9)
