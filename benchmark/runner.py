@@ -241,6 +241,8 @@ class Progress:
     def saved(self) -> str:
         if self.stage is None:
             return "no stage was finished"
+        if self.stage == 0:
+            return f"stage 0 (the pretrained model) is saved in {self.folder}"
         return f"stages 0-{self.stage} are saved in {self.folder}"
 
     def rerun(self) -> str:

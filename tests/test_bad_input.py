@@ -2,7 +2,9 @@
 no traceback, and the results already in --out untouched. (Corrupt checkpoints and resumes with
 other settings are in test_resume.py, with the crash tests that make their folders.)"""
 
+import errno
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +329,24 @@ def test_a_plugin_state_that_a_checkpoint_cannot_hold_is_refused_when_saved(mini
     )
     folder = tmp_path / "mini" / strategy.replace(":", "_") / "seed0"
     assert sorted(stages(folder).stage.unique()) == [0]  # stage 0 is saved; stage 1 was refused
+
+
+def test_a_full_disk_is_one_line_saying_what_is_saved(mini, tmp_path, capsys, monkeypatch):
+    from benchmark import checkpoint
+
+    write, calls = checkpoint.write_atomic, []
+
+    def write_until_full(path, content):
+        calls.append(path.name)
+        if path.name == "stage01.pt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, content)
+
+    monkeypatch.setattr(checkpoint, "write_atomic", write_until_full)
+    assert main(["--sequence", str(mini), "--out", str(tmp_path)]) == 2
+    folder = tmp_path / "mini" / "ft" / "seed0"
+    assert one_line_error(capsys) == (
+        f"error: cannot write stage 1 to {folder} (No space left on device); free some space or "
+        f"choose another --out; stage 0 (the pretrained model) is saved in {folder}"
+    )
+    assert sorted(stages(folder).stage.unique()) == [0]
