@@ -14,175 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-EPILOG = """sequences: smoke (synthetic, offline), 3tasks, 5tasks, 10tasks, or a .yaml file.
-Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
-protocol defaults (ViT-B-32/openai, AdamW lr 1e-5, wd 0.1, batch 128, 500 warm-up steps).
-A run saves a checkpoint after every task (OUT/<sequence>/<strategy>/seed<N>/checkpoints/): run the
-same command again after a crash, Ctrl-C or pre-emption and it resumes after the last finished task.
-Exit codes: 0 done, 2 bad input, missing data or a run that cannot continue (one line on stderr),
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM); both of the last two can be resumed."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py",
-        description=__doc__.splitlines()[0],
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    a = p.add_argument
-    a(
-        "--sequence",
-        default="smoke",
-        help="registered sequence name or path of a sequence .yaml (default: smoke)",
-    )
-    a(
-        "--strategy",
-        default="ft",
-        help="registered strategy (ft, l2sp, ldifs, lp_ft, ewc, lwf, replay, wise_ft), 'all' "
-        "(each of them on the same sequence and seed, then one comparison table), or "
-        "package.module:factory for your own (default: ft)",
-    )
-    a(
-        "--strategy-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="strategy hyper-parameter, repeatable (e.g. --strategy-arg lam=1)",
-    )
-    a(
-        "--model",
-        help="open_clip architecture, e.g. ViT-B-32, or cfbench-tiny-vit "
-        "(default: the sequence's, else ViT-B-32)",
-    )
-    a(
-        "--pretrained",
-        help="open_clip pretrained tag, checkpoint path, or 'none' for random "
-        "weights (default: the sequence's, else openai)",
-    )
-    a(
-        "--head-init",
-        choices=["zs", "lp"],
-        help="initialise task heads zero-shot from the text tower (zs) or from a linear probe "
-        "at the start of each task (lp) (default: zs when the model has a text tower, else lp)",
-    )
-    a("--seed", type=int, help="random seed for training and data order (default: 0)")
-    a(
-        "--seeds",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="run several seeds one after another, e.g. --seeds 0 1 2 (replaces --seed); "
-        "'run_benchmark.py report OUT' then gives mean +- std over them",
-    )
-    a(
-        "--data-root",
-        help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
-        "else ~/.cache/cfbench/data)",
-    )
-    a(
-        "--no-download",
-        dest="download",
-        action="store_false",
-        default=None,
-        help="never try to download a missing dataset; fail with instructions instead",
-    )
-    a(
-        "--out",
-        help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
-        "(default: results)",
-    )
-    a("--device", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
-    a("--epochs", type=int, help="epochs for every task (default: the per-dataset paper value)")
-    a("--batch-size", type=int, help="training batch size (default: 128)")
-    a("--lr", type=float, help="AdamW peak learning rate (default: 1e-5)")
-    a("--weight-decay", type=float, help="AdamW weight decay (default: 0.1)")
-    a(
-        "--warmup-steps",
-        type=int,
-        help="linear warm-up steps before cosine decay, per task (default: 500)",
-    )
-    a("--workers", type=int, help="data-loading processes (default: 0 on CPU, up to 8 on GPU)")
-    a(
-        "--probe-max-train",
-        type=int,
-        dest="probe_max_train_samples",
-        help="fit the linear probe on at most this many training images per dataset (default: all)",
-    )
-    a(
-        "--probe-max-test",
-        type=int,
-        dest="probe_max_test_samples",
-        help="score probes and heads on a fixed subset of at most this many test images per "
-        "dataset (default: all)",
-    )
-    a(
-        "--batchnorm",
-        choices=["train", "frozen"],
-        help="batch-norm statistics while fine-tuning: 'train' updates them (PyTorch default), "
-        "'frozen' keeps the pretrained running statistics (default: the sequence's, else train)",
-    )
-    a(
-        "--max-train-images",
-        type=int,
-        help="fine-tune on a fixed random subset of at most this many images per task "
-        "(default: all)",
-    )
-    a(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard events (accuracy per stage, heatmaps) to each run folder's "
-        "tensorboard/ (view with: tensorboard --logdir OUT)",
-    )
-    a(
-        "--micro-batch",
-        type=int,
-        metavar="N",
-        help="split each training batch into passes of at most N images and accumulate their "
-        "gradients: the same updates (up to rounding) in less GPU memory, so a resumed run may "
-        "set it after running out of memory (refused where batch norms use batch statistics) "
-        "(default: off)",
-    )
-    a(
-        "--eval-batch-size",
-        type=int,
-        dest="probe_batch_size",
-        metavar="N",
-        help="images per batch when extracting features for the probes (default: 256); it does "
-        "not change the protocol, so a resumed run may lower it after running out of GPU memory",
-    )
-    a(
-        "--fresh",
-        action="store_true",
-        default=None,
-        help="delete this run's folder (checkpoints and results) and start over; by default a "
-        "command that was run before resumes after its last finished task, or reports that the "
-        "run is complete",
-    )
-    a(
-        "--keep-checkpoints",
-        choices=["last", "all"],
-        help="checkpoints kept in each run folder's checkpoints/: the latest stage's only (last), "
-        "or one per stage (all) (default: last)",
-    )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
-    return p
-
-
-def build_report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py report",
-        description="Regenerate RESULTS_DIR/report/ (heatmaps, delta-LP bars, accuracy curves, "
-        "comparison table as CSV/Markdown/LaTeX, report.md) from the run folders saved under "
-        "RESULTS_DIR. Nothing is re-run.",
-    )
-    p.add_argument(
-        "results_dir",
-        metavar="RESULTS_DIR",
-        help="folder holding <sequence>/<strategy>/seed<N>/ run folders",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    return p
+from benchmark.cli import build_parser, build_report_parser
 
 
 def report_command(argv: list[str]) -> int:
@@ -233,45 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # main() called outside the main thread: leave signals alone
         previous = None
     try:
-        from benchmark.compare import report_comparison
-        from benchmark.config import build_run_config
-        from benchmark.runner import run
-        from strategies import STRATEGIES, resolve
-        from tasks import get_sequence
-
-        sequence = get_sequence(args.sequence)
-        skip = ("strategy_arg", "debug", "seeds", "tensorboard")
-        cli = {k: v for k, v in vars(args).items() if k not in skip}
-        names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
-        extra = parse_strategy_args(args.strategy_arg)
-        if args.strategy == "all" and extra:
-            raise CFBenchError(
-                "--strategy-arg is for one strategy; with --strategy all, set values per "
-                "strategy in the sequence YAML's strategy_args"
-            )
-        seeds = args.seeds if args.seeds else [args.seed]  # [None]: the config's default seed
-        cfgs = []
-        for seed in seeds:
-            for name in names:
-                given = {**sequence.strategy_args.get(name, {}), **extra}
-                layer = {"strategy": name, "strategy_args": given, "seed": seed}
-                cfgs.append(build_run_config(sequence.defaults, cli, layer))
-                resolve(name, given)  # every strategy's arguments are checked before training
-        folders: dict[int, dict[str, Path]] = {}
-        for cfg in cfgs:
-            folder = run(cfg, sequence)
-            folders.setdefault(cfg.seed, {})[cfg.strategy] = folder
-            if args.tensorboard:
-                from benchmark.tensorboard import log_run
-
-                log_run(folder)
-        if args.strategy == "all":
-            for by_strategy in folders.values():
-                print(report_comparison(by_strategy))
-        if len(cfgs) > 1:
-            print(
-                f"figures and mean +- std over seeds: python run_benchmark.py report {cfgs[0].out}"
-            )
+        run_all(args, *build_configs(args))
         return 0
     except CFBenchError as error:
         return user_error(error, args.debug)
@@ -283,6 +77,54 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def build_configs(args: argparse.Namespace) -> tuple:
+    """The sequence and one RunConfig per (seed, strategy), every strategy's arguments checked
+    before anything trains."""
+    from benchmark.config import build_run_config
+    from benchmark.errors import CFBenchError
+    from strategies import STRATEGIES, resolve
+    from tasks import get_sequence
+
+    sequence = get_sequence(args.sequence)
+    skip = ("strategy_arg", "debug", "seeds", "tensorboard")
+    cli = {k: v for k, v in vars(args).items() if k not in skip}
+    names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
+    extra = parse_strategy_args(args.strategy_arg)
+    if args.strategy == "all" and extra:
+        raise CFBenchError(
+            "--strategy-arg is for one strategy; with --strategy all, set values per "
+            "strategy in the sequence YAML's strategy_args"
+        )
+    seeds = args.seeds if args.seeds else [args.seed]  # [None]: the config's default seed
+    cfgs = []
+    for seed in seeds:
+        for name in names:
+            given = {**sequence.strategy_args.get(name, {}), **extra}
+            layer = {"strategy": name, "strategy_args": given, "seed": seed}
+            cfgs.append(build_run_config(sequence.defaults, cli, layer))
+            resolve(name, given)
+    return sequence, cfgs
+
+
+def run_all(args: argparse.Namespace, sequence, cfgs: list) -> None:
+    from benchmark.compare import report_comparison
+    from benchmark.runner import run
+
+    folders: dict[int, dict[str, Path]] = {}
+    for cfg in cfgs:
+        folder = run(cfg, sequence)
+        folders.setdefault(cfg.seed, {})[cfg.strategy] = folder
+        if args.tensorboard:
+            from benchmark.tensorboard import log_run
+
+            log_run(folder)
+    if args.strategy == "all":
+        for by_strategy in folders.values():
+            print(report_comparison(by_strategy))
+    if len(cfgs) > 1:
+        print(f"figures and mean +- std over seeds: python run_benchmark.py report {cfgs[0].out}")
 
 
 def _terminate(signum, frame):

@@ -12,15 +12,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.checkpoint import (
-    Checkpoint,
-    CheckpointStore,
-    capture,
-    plugin_name,
-    restore,
-    resumable,
-    weights_digest,
-)
+from benchmark.checkpoint import Checkpoint, capture, plugin_name, restore, resumable
+from benchmark.checkpoint_store import CheckpointStore, weights_digest
 from benchmark.config import RunConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation

@@ -332,9 +332,9 @@ def test_a_plugin_state_that_a_checkpoint_cannot_hold_is_refused_when_saved(mini
 
 
 def test_a_full_disk_is_one_line_saying_what_is_saved(mini, tmp_path, capsys, monkeypatch):
-    from benchmark import checkpoint
+    from benchmark import checkpoint_store
 
-    write, calls = checkpoint.write_atomic, []
+    write, calls = checkpoint_store.write_atomic, []
 
     def write_until_full(path, content):
         calls.append(path.name)
@@ -342,7 +342,7 @@ def test_a_full_disk_is_one_line_saying_what_is_saved(mini, tmp_path, capsys, mo
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(path, content)
 
-    monkeypatch.setattr(checkpoint, "write_atomic", write_until_full)
+    monkeypatch.setattr(checkpoint_store, "write_atomic", write_until_full)
     assert main(["--sequence", str(mini), "--out", str(tmp_path)]) == 2
     folder = tmp_path / "mini" / "ft" / "seed0"
     assert one_line_error(capsys) == (
