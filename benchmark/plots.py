@@ -63,6 +63,68 @@ def _text_color(rgba: Sequence[float]) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+def _heatmap_norm(
+    values: np.ndarray, vmin: float | None, vmax: float | None, center: float | None
+) -> Normalize:
+    """Colour norm over the finite values, or [vmin, vmax]; diverging around ``center``."""
+    finite = values[np.isfinite(values)]
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    if center is not None:
+        half = max(abs(lo - center), abs(hi - center), 1e-9)
+        return TwoSlopeNorm(vcenter=center, vmin=center - half, vmax=center + half)
+    return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+
+
+def _annotate_cells(ax, values, fmt, colormap, norm, boxes) -> None:
+    """One text per cell ("n/a" for NaN), legible on its colour; ``boxes`` bold and outlined."""
+    n_rows, n_cols = values.shape
+    boxed = set(boxes)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            if np.isfinite(v):
+                text, color = fmt.format(v), _text_color(colormap(norm(v)))
+            else:
+                text, color = "n/a", "0.3"
+            weight = "bold" if (i, j) in boxed else "normal"
+            style = {"ha": "center", "va": "center", "color": color, "fontweight": weight}
+            ax.text(j, i, text, gid=f"cell-{i}-{j}", **style)
+    for i, j in boxes:  # inset so the white cell grid does not hide the outline
+        corner = (j - 0.45, i - 0.42)
+        ax.add_patch(
+            Rectangle(corner, 0.9, 0.84, fill=False, edgecolor="black", linewidth=2, zorder=4)
+        )
+
+
+def _label_spans(ax, spans, *, separators: bool = False, **text_style) -> None:
+    """Name each non-empty (name, start, stop) column span above the axes.
+
+    ``separators`` draws a dotted line before every span but the first column.
+    """
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    for name, start, stop in spans:
+        if stop > start:
+            ax.text((start + stop - 1) / 2, 1.01, name, transform=top, **text_style)
+            if separators and start > 0:
+                ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
+
+
+def _heatmap_grid(ax, row_labels, col_labels, n_tasks: int) -> None:
+    """Tick labels, a white cell grid and the tasks | controls separator and group names."""
+    n_rows, n_cols = len(row_labels), len(col_labels)
+    ax.set_xticks(range(n_cols), col_labels, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n_rows), row_labels)
+    ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+    if 0 < n_tasks < n_cols:
+        ax.axvline(n_tasks - 0.5, color="black", linewidth=3)
+    groups = [("tasks", 0, n_tasks), ("controls", n_tasks, n_cols)]
+    _label_spans(ax, groups, ha="center", va="bottom")
+
+
 def heatmap(
     values: np.ndarray,
     row_labels: Sequence[str],
@@ -91,14 +153,7 @@ def heatmap(
         raise ValueError(
             f"{len(row_labels)} row and {len(col_labels)} column labels for a {values.shape} matrix"
         )
-    finite = values[np.isfinite(values)]
-    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
-    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
-    if center is not None:
-        half = max(abs(lo - center), abs(hi - center), 1e-9)
-        norm = TwoSlopeNorm(vcenter=center, vmin=center - half, vmax=center + half)
-    else:
-        norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+    norm = _heatmap_norm(values, vmin, vmax, center)
     colormap = matplotlib.colormaps[cmap].with_extremes(bad="0.85")
 
     with matplotlib.rc_context(_STYLE):
@@ -106,35 +161,8 @@ def heatmap(
         fig = _figure(1.2 + label_width + 0.85 * n_cols, 1.7 + 0.42 * n_rows)
         ax = fig.add_subplot()
         image = ax.imshow(np.ma.masked_invalid(values), cmap=colormap, norm=norm, aspect="auto")
-        boxed = set(boxes)
-        for i in range(n_rows):
-            for j in range(n_cols):
-                v = values[i, j]
-                if np.isfinite(v):
-                    text, color = fmt.format(v), _text_color(colormap(norm(v)))
-                else:
-                    text, color = "n/a", "0.3"
-                weight = "bold" if (i, j) in boxed else "normal"
-                style = {"ha": "center", "va": "center", "color": color, "fontweight": weight}
-                ax.text(j, i, text, gid=f"cell-{i}-{j}", **style)
-        for i, j in boxes:  # inset so the white cell grid does not hide the outline
-            corner = (j - 0.45, i - 0.42)
-            ax.add_patch(
-                Rectangle(corner, 0.9, 0.84, fill=False, edgecolor="black", linewidth=2, zorder=4)
-            )
-        ax.set_xticks(range(n_cols), col_labels, rotation=30, ha="right", rotation_mode="anchor")
-        ax.set_yticks(range(n_rows), row_labels)
-        ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
-        ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
-        ax.grid(which="minor", color="white", linewidth=0.8)
-        ax.tick_params(which="minor", length=0)
-        if 0 < n_tasks < n_cols:
-            ax.axvline(n_tasks - 0.5, color="black", linewidth=3)
-        top = blended_transform_factory(ax.transData, ax.transAxes)
-        groups = [("tasks", 0, n_tasks), ("controls", n_tasks, n_cols)]
-        for name, start, stop in groups:
-            if stop > start:
-                ax.text((start + stop - 1) / 2, 1.01, name, transform=top, ha="center", va="bottom")
+        _annotate_cells(ax, values, fmt, colormap, norm, boxes)
+        _heatmap_grid(ax, row_labels, col_labels, n_tasks)
         if title:
             ax.set_title(title, pad=18)
         cbar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
@@ -230,6 +258,53 @@ def final_delta_lp(records: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
     return table[last] - table[0]
 
 
+def _bar_groups(
+    records: pd.DataFrame, tasks: Sequence[str], controls: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Final delta-LP of every run over the bar groups, and the groups in drawing order.
+
+    Groups: past tasks (tasks 1..T-1), controls, then their per-run means ("mean past tasks",
+    "mean controls") when there are any.
+    """
+    past = list(tasks[:-1])
+    delta = final_delta_lp(records, tasks)
+    delta = delta.reindex(columns=past + list(controls))
+    groups = past + list(controls)
+    summary = {}
+    if past:
+        summary["mean past tasks"] = delta[past].mean(axis=1)
+    if controls:
+        summary["mean controls"] = delta[list(controls)].mean(axis=1)
+    delta = delta.assign(**summary)
+    groups += list(summary)
+    return delta, groups
+
+
+def _draw_bars(ax, delta: pd.DataFrame, groups: list[str], strategies, colors) -> None:
+    """Side-by-side bars per group, one per strategy: mean over seeds, +- std for several."""
+    width = 0.8 / max(1, len(strategies))
+    x = np.arange(len(groups))
+    for k, strategy in enumerate(strategies):
+        if strategy not in delta.index.get_level_values("strategy"):
+            continue
+        runs = delta.xs(strategy, level="strategy")
+        mean, std = _mean_std(runs[groups])
+        offset = (k - (len(strategies) - 1) / 2) * width
+        ax.bar(
+            x + offset,
+            mean.to_numpy(),
+            width,
+            yerr=std.to_numpy() if len(runs) > 1 else None,
+            capsize=3,
+            color=colors[strategy],
+            label=f"{strategy} (n={len(runs)})",
+            edgecolor="black",
+            linewidth=0.5,
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, groups, rotation=30, ha="right", rotation_mode="anchor")
+
+
 def delta_lp_bars(
     records: pd.DataFrame,
     tasks: Sequence[str],
@@ -245,17 +320,8 @@ def delta_lp_bars(
     """
     strategies = list(strategies or dict.fromkeys(records["strategy"]))
     colors = strategy_colors(strategies)
-    past = list(tasks[:-1])
-    delta = final_delta_lp(records, tasks)
-    delta = delta.reindex(columns=past + list(controls))
-    groups = past + list(controls)
-    summary = {}
-    if past:
-        summary["mean past tasks"] = delta[past].mean(axis=1)
-    if controls:
-        summary["mean controls"] = delta[list(controls)].mean(axis=1)
-    delta = delta.assign(**summary)
-    groups += list(summary)
+    n_past, n_controls = len(tasks[:-1]), len(controls)
+    delta, groups = _bar_groups(records, tasks, controls)
 
     with matplotlib.rc_context(_STYLE):
         per_group = 0.3 + 0.16 * max(1, len(strategies))
@@ -265,39 +331,14 @@ def delta_lp_bars(
             ax.text(0.5, 0.5, "no past tasks or controls", ha="center", va="center")
             ax.set_axis_off()
             return fig
-        width = 0.8 / max(1, len(strategies))
-        x = np.arange(len(groups))
-        for k, strategy in enumerate(strategies):
-            if strategy not in delta.index.get_level_values("strategy"):
-                continue
-            runs = delta.xs(strategy, level="strategy")
-            mean, std = _mean_std(runs[groups])
-            offset = (k - (len(strategies) - 1) / 2) * width
-            ax.bar(
-                x + offset,
-                mean.to_numpy(),
-                width,
-                yerr=std.to_numpy() if len(runs) > 1 else None,
-                capsize=3,
-                color=colors[strategy],
-                label=f"{strategy} (n={len(runs)})",
-                edgecolor="black",
-                linewidth=0.5,
-            )
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(x, groups, rotation=30, ha="right", rotation_mode="anchor")
+        _draw_bars(ax, delta, groups, strategies, colors)
         ax.set_ylabel("ΔLP = R[T, j] − R[0, j] (points)")
-        top = blended_transform_factory(ax.transData, ax.transAxes)
         spans = [
-            ("past tasks", 0, len(past)),
-            ("controls", len(past), len(past) + len(controls)),
-            ("averages", len(past) + len(controls), len(groups)),
+            ("past tasks", 0, n_past),
+            ("controls", n_past, n_past + n_controls),
+            ("averages", n_past + n_controls, len(groups)),
         ]
-        for name, start, stop in spans:
-            if stop > start:
-                ax.text((start + stop - 1) / 2, 1.01, name, transform=top, ha="center")
-                if start > 0:
-                    ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
+        _label_spans(ax, spans, separators=True, ha="center")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.grid(axis="y", color="0.9")
         ax.set_axisbelow(True)
@@ -312,6 +353,48 @@ def delta_lp_bars(
             color="0.3",
         )
     return fig
+
+
+def _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages: int) -> None:
+    """One dataset's panel: a mean line (and +- std band) per strategy, the task's stage dashed."""
+    for strategy in strategies:
+        runs = data[data["strategy"] == strategy].pivot_table(
+            index="seed", columns="stage", values="accuracy", aggfunc="first"
+        )
+        if runs.empty:
+            continue
+        mean, std = _mean_std(runs)
+        stages = mean.index.to_numpy()
+        color = colors[strategy]
+        ax.plot(stages, mean.to_numpy(), marker="o", markersize=3.5, color=color)
+        if len(runs) > 1:
+            low, high = (mean - std).to_numpy(), (mean + std).to_numpy()
+            ax.fill_between(stages, low, high, color=color, alpha=0.2, linewidth=0)
+    if dataset in tasks:
+        j = list(tasks).index(dataset) + 1
+        ax.axvline(j, color="0.4", linestyle="--", linewidth=0.9)
+        ax.set_title(f"{dataset} (task {j})")
+    else:
+        ax.set_title(f"{dataset} (control)")
+    ax.set_xticks(range(n_stages), ["pre"] + [str(s) for s in range(1, n_stages)])
+    ax.set_xlim(-0.2, n_stages - 0.8)
+    ax.grid(color="0.92")
+
+
+def _curves_legend(fig: Figure, sub: pd.DataFrame, strategies, colors) -> None:
+    """A legend below the panels: one entry per strategy with its number of seeds."""
+    handles = [Line2D([], [], color=colors[s], marker="o") for s in strategies]
+    counts = {s: sub[sub["strategy"] == s]["seed"].nunique() for s in strategies}
+    legend = fig.legend(
+        handles,
+        [f"{s} (n={counts[s]})" for s in strategies],
+        loc="outside lower center",
+        ncols=min(len(strategies), 6),
+        title="line: mean over seeds; band: ± sample std (ddof=1); "
+        "dashed: stage at which the task is trained",
+        frameon=False,
+    )
+    legend.get_title().set_fontsize(8)
 
 
 def stage_curves(
@@ -343,45 +426,13 @@ def stage_curves(
             ax.set_axis_off()
         for ax, dataset in zip(axes, datasets, strict=False):
             data = sub[sub["dataset"] == dataset]
-            for strategy in strategies:
-                runs = data[data["strategy"] == strategy].pivot_table(
-                    index="seed", columns="stage", values="accuracy", aggfunc="first"
-                )
-                if runs.empty:
-                    continue
-                mean, std = _mean_std(runs)
-                stages = mean.index.to_numpy()
-                color = colors[strategy]
-                ax.plot(stages, mean.to_numpy(), marker="o", markersize=3.5, color=color)
-                if len(runs) > 1:
-                    low, high = (mean - std).to_numpy(), (mean + std).to_numpy()
-                    ax.fill_between(stages, low, high, color=color, alpha=0.2, linewidth=0)
-            if dataset in tasks:
-                j = list(tasks).index(dataset) + 1
-                ax.axvline(j, color="0.4", linestyle="--", linewidth=0.9)
-                ax.set_title(f"{dataset} (task {j})")
-            else:
-                ax.set_title(f"{dataset} (control)")
-            ax.set_xticks(range(n_stages), ["pre"] + [str(s) for s in range(1, n_stages)])
-            ax.set_xlim(-0.2, n_stages - 0.8)
-            ax.grid(color="0.92")
+            _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages)
         for i, ax in enumerate(axes[: len(datasets)]):
             if i % ncols == 0:
                 ax.set_ylabel(KIND_NAMES.get(kind, kind))
             if i + ncols >= len(datasets):  # no panel below this one
                 ax.set_xlabel("stage (k = after task k)")
-        handles = [Line2D([], [], color=colors[s], marker="o") for s in strategies]
-        counts = {s: sub[sub["strategy"] == s]["seed"].nunique() for s in strategies}
         if title:
             fig.suptitle(title)
-        legend = fig.legend(
-            handles,
-            [f"{s} (n={counts[s]})" for s in strategies],
-            loc="outside lower center",
-            ncols=min(len(strategies), 6),
-            title="line: mean over seeds; band: ± sample std (ddof=1); "
-            "dashed: stage at which the task is trained",
-            frameon=False,
-        )
-        legend.get_title().set_fontsize(8)
+        _curves_legend(fig, sub, strategies, colors)
     return fig

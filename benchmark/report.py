@@ -21,7 +21,6 @@ old one, then swapped in), so a deleted run disappears from every table and figu
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -33,29 +32,21 @@ import numpy as np
 import pandas as pd
 
 from benchmark import plots
-from benchmark.aggregate import MTIL_KEYS, TABLE_METRICS, aggregate_seeds, least_forgetting
+from benchmark.aggregate import TABLE_METRICS, aggregate_seeds, least_forgetting
 from benchmark.aggregate import run_metrics as compute_run_metrics
 from benchmark.errors import CFBenchError
+from benchmark.report_tables import (
+    DECIMALS,
+    columns_legend,
+    format_number,
+    latex_table,
+    markdown_table,
+    table_keys,
+)
 from benchmark.results import KINDS, RECORD_COLUMNS, matrix, safe_name, write_atomic
 
 REPORT_DIR = "report"
 MARKER = ".cfbench-report"
-DECIMALS = 2
-
-# The same definitions as aggregate.TABLE_METRICS, typeset for the LaTeX caption.
-# R = linear-probe matrix, Z = zero-shot matrix; rows t = 0..T, task columns j = 1..T.
-LATEX_DEFINITIONS = {
-    "final_avg_acc": r"$\frac{1}{T}\sum_{j=1}^{T} R_{T,j}$",
-    "delta_lp_controls": r"mean over controls $c$ of $R_{T,c}-R_{0,c}$ (negative = forgetting)",
-    "delta_lp_past_tasks": r"mean over tasks $j<T$ of $R_{T,j}-R_{0,j}$",
-    "forgetting": r"$\frac{1}{T-1}\sum_{j<T}\big(\max_{t\in[j,T-1]} R_{t,j}-R_{T,j}\big)$"
-    r" (Chaudhry et al., 2018)",
-    "bwt": r"$\frac{1}{T-1}\sum_{j<T}\big(R_{T,j}-R_{j,j}\big)$ (Lopez-Paz \& Ranzato, 2017)",
-    "mtil_transfer": r"$\frac{1}{T-1}\sum_{j=2}^{T}\frac{1}{j-1}\sum_{t=1}^{j-1} Z_{t,j}$"
-    r" (zero-shot accuracy on task $j$ after each earlier task; ZSCL, Zheng et al., 2023)",
-    "mtil_avg": r"$\frac{1}{T^2}\sum_{t=1}^{T}\sum_{j=1}^{T} Z_{t,j}$",
-    "mtil_last": r"$\frac{1}{T}\sum_{j=1}^{T} Z_{T,j}$",
-}
 
 
 @dataclass
@@ -180,161 +171,6 @@ def per_run_table(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sequence", "strategy", "seed", *TABLE_METRICS])
 
 
-def table_keys(per_run: pd.DataFrame) -> list[str]:
-    """The metric columns to show: MTIL only when some run has a zero-shot matrix."""
-    keys = list(TABLE_METRICS)
-    if per_run.empty or per_run[list(MTIL_KEYS)].isna().all().all():
-        keys = [k for k in keys if k not in MTIL_KEYS]
-    return keys
-
-
-# ----------------------------------------------------------------------------- table rendering
-
-
-def _number(value: float, decimals: int = DECIMALS) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    text = f"{value:.{decimals}f}"
-    return "0." + "0" * decimals if text.lstrip("-") == "0." + "0" * decimals else text
-
-
-def _cell(mean: float, std: float, fmt_pm: str) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    if not math.isfinite(std):  # one seed: the sample std is undefined
-        return _number(mean)
-    return f"{_number(mean)}{fmt_pm}{_number(std)}"
-
-
-def _best(table: pd.DataFrame, key: str) -> set[int]:
-    """Row positions holding the best displayed mean of a column, per sequence (>1 strategy)."""
-    higher = TABLE_METRICS[key][2]
-    best: set[int] = set()
-    for _, sub in table.reset_index(drop=True).groupby("sequence", sort=False):
-        values = sub[f"{key}_mean"].round(DECIMALS).dropna()
-        if len(sub) < 2 or values.empty:
-            continue
-        target = values.max() if higher else values.min()
-        best |= set(values.index[values == target])
-    return best
-
-
-def _header(key: str) -> str:
-    label, _, higher = TABLE_METRICS[key]
-    return f"{label} {'↑' if higher else '↓'}"
-
-
-def markdown_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
-    """Markdown table (best mean per sequence in bold) followed by a legend of every column."""
-    table = table.reset_index(drop=True)
-    head = ["sequence", "strategy", "seeds (n)", *(_header(k) for k in keys)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(keys)]
-    best = {k: _best(table, k) for k in keys}
-    for i, row in table.iterrows():
-        cells = [
-            f"`{row['sequence']}`",
-            f"`{row['strategy']}`",
-            f"{row['seeds']} (n={row['n_seeds']})",
-        ]
-        for k in keys:
-            text = _cell(row[f"{k}_mean"], row[f"{k}_std"], " ± ")
-            cells.append(f"**{text}**" if i in best[k] else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + markdown_legend(keys)
-
-
-def markdown_legend(keys: Sequence[str]) -> str:
-    lines = [
-        "Mean ± sample standard deviation (ddof = 1) over the n seeds listed (one seed: mean "
-        "only); accuracies and differences in percentage points; ↑/↓ = higher/lower is better; "
-        "best mean per sequence in bold. LP = linear-probe matrix R, ZS = zero-shot matrix; "
-        "rows t = 0 (pretrained) .. T (after task T), columns j = tasks in training order, "
-        "then controls.",
-        "",
-    ]
-    for k in keys:
-        lines.append(f"- **{_header(k)}**: {TABLE_METRICS[k][1]}")
-    return "\n".join(lines) + "\n"
-
-
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def _tex(text: str) -> str:
-    """Escape LaTeX's special characters in plain text; Δ becomes $\\Delta$."""
-    escaped = "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return escaped.replace("Δ", r"$\Delta$")
-
-
-def latex_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
-    """A booktabs table; the caption defines every column."""
-    table = table.reset_index(drop=True)
-    best = {k: _best(table, k) for k in keys}
-    arrows = {True: r" $\uparrow$", False: r" $\downarrow$"}
-    heads = [_tex(TABLE_METRICS[k][0]) + arrows[TABLE_METRICS[k][2]] for k in keys]
-    definitions = "; ".join(
-        f"{_tex(TABLE_METRICS[k][0])}: {'ZS' if k in MTIL_KEYS else 'LP'}, {LATEX_DEFINITIONS[k]}"
-        for k in keys
-    )
-    caption = (
-        r"Comparison of strategies: mean $\pm$ sample standard deviation ($\mathrm{ddof}=1$) over "
-        r"$n$ seeds (one seed: mean only); accuracies in \%, differences in points; best mean per "
-        r"sequence in bold. $R$ = linear-probe (LP) accuracy matrix, $Z$ = zero-shot (ZS) matrix, "
-        r"rows $t=0$ (pretrained) to $T$ (after task $T$), columns $j$ = tasks in training order, "
-        r"then controls. " + definitions + "."
-    )
-    lines = [
-        "% generated by cfbench report; needs \\usepackage{booktabs}",
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        r"\caption{" + caption + "}",
-        r"\label{tab:cfbench-comparison}",
-        r"\begin{tabular}{ll" + "c" + "r" * len(keys) + "}",
-        r"\toprule",
-        " & ".join(["Sequence", "Strategy", "$n$", *heads]) + r" \\",
-        r"\midrule",
-    ]
-    previous = None
-    for i, row in table.iterrows():
-        if previous is not None and row["sequence"] != previous:
-            lines.append(r"\midrule")
-        previous = row["sequence"]
-        cells = [_tex(row["sequence"]), _tex(row["strategy"]), str(row["n_seeds"])]
-        for k in keys:
-            text = _cell(row[f"{k}_mean"], row[f"{k}_std"], r" $\pm$ ").replace("n/a", "--")
-            text = "$-$" + text[1:] if text.startswith("-") and text != "--" else text
-            cells.append(rf"\textbf{{{text}}}" if i in best[k] else text)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def columns_legend(keys: Sequence[str]) -> pd.DataFrame:
-    rows = [
-        ("sequence", "sequence name"),
-        ("strategy", "strategy name"),
-        ("n_seeds", "number of runs (seeds) aggregated"),
-        ("seeds", "the seeds aggregated"),
-    ]
-    for k in keys:
-        definition = TABLE_METRICS[k][1]
-        rows.append((f"{k}_mean", f"mean over seeds of: {definition}"))
-        rows.append((f"{k}_std", f"sample std (ddof=1) over seeds of: {definition}; empty if n=1"))
-    return pd.DataFrame(rows, columns=["column", "definition"])
-
-
 def forgets_least_sentence(sequence: str, table: pd.DataFrame) -> str:
     """One sentence naming the strategy with the highest mean delta-LP on controls."""
     winners, key = least_forgetting(table, DECIMALS)
@@ -348,13 +184,13 @@ def forgets_least_sentence(sequence: str, table: pd.DataFrame) -> str:
     if len(table) == 1:
         return (
             f"On `{sequence}` only {names} was run, so it forgets least by default "
-            f"(mean ΔLP on {what}: {_number(value)} points)."
+            f"(mean ΔLP on {what}: {format_number(value)} points)."
         )
     note = "" if what == "controls" else "; the sequence has no controls"
     verb = "forgets" if len(winners) == 1 else "tie as the strategies that forget"
     return (
         f"On `{sequence}`, {names} {verb} least: highest mean ΔLP on {what} "
-        f"({_number(value)} points{note}; ties broken by lower forgetting)."
+        f"({format_number(value)} points{note}; ties broken by lower forgetting)."
     )
 
 
@@ -461,6 +297,76 @@ def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+_FIGURE_CAPTIONS = {
+    "delta_lp_bars": "Final ΔLP = R[T, j] − R[0, j] per past task and control",
+    "curves_lp": "Linear-probe accuracy over stages",
+    "curves_zs": "Zero-shot accuracy over stages",
+    "curves_head": "Task-head accuracy over stages",
+}
+
+
+def _write_tables(runs: Sequence[Run], out: Path) -> tuple[pd.DataFrame, str]:
+    """Write runs.csv and comparison.*; return the comparison table and its Markdown text."""
+    per_run = per_run_table(runs)
+    keys = table_keys(per_run)
+    table = aggregate_seeds(per_run, keys)
+    per_run.to_csv(out / "runs.csv", index=False, float_format="%.4f")
+    table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
+    columns_legend(keys).to_csv(out / "comparison_columns.csv", index=False)
+    md_table = markdown_table(table, keys) if len(table) else "No complete run.\n"
+    write_atomic(out / "comparison.md", md_table)
+    write_atomic(out / "comparison.tex", latex_table(table, keys))
+    return table, md_table
+
+
+def _report_head(n_runs: int, results_dir: Path, md_table: str) -> list[str]:
+    """The title, what the report was made from, and the comparison table."""
+    return [
+        "# cfbench report",
+        "",
+        f"Regenerated from the {n_runs} run folder(s) under `{Path(results_dir).name}` "
+        "(`python run_benchmark.py report RESULTS_DIR`); it reads only the saved run folders and "
+        "re-runs nothing. Metrics are recomputed from each run's `records.csv`.",
+        "",
+        "## Comparison",
+        "",
+        md_table,
+        "Also as [CSV](comparison.csv) (columns defined in "
+        "[comparison_columns.csv](comparison_columns.csv)), [LaTeX](comparison.tex); "
+        "per-run values in [runs.csv](runs.csv).",
+        "",
+    ]
+
+
+def _sequence_section(
+    seq_runs: Sequence[Run], table: pd.DataFrame, out: Path, formats: Sequence[str]
+) -> list[str]:
+    """One sequence's section: its datasets, who forgets least, its figures and its runs'."""
+    first = seq_runs[0]
+    sequence = first.sequence
+    lines = [
+        f"## Sequence `{sequence}`",
+        "",
+        f"Tasks in training order: {', '.join(f'`{t}`' for t in first.tasks)}. "
+        f"Controls: {', '.join(f'`{c}`' for c in first.controls) or 'none'}.",
+        "",
+        forgets_least_sentence(sequence, table[table["sequence"] == sequence]),
+        "",
+    ]
+    for name, path in _sequence_figures(seq_runs, out, formats).items():
+        caption = _FIGURE_CAPTIONS[name]
+        lines += [f"### {caption}", "", f"![{caption}]({_relative(path, out)})", ""]
+    lines += ["### Runs", ""]
+    for run in seq_runs:
+        run_figs = _run_figures(run, seq_runs, out, formats)
+        lines += [f"#### `{run.strategy}`, seed {run.seed}", ""]
+        for name in ("lp", "delta_lp", "zs", "head"):
+            if name in run_figs:
+                alt = f"{name} {run.strategy} seed {run.seed}"
+                lines += [f"![{alt}]({_relative(run_figs[name], out)})", ""]
+    return lines
+
+
 def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)) -> None:
     """Write the whole report into ``out`` (an empty folder)."""
     runs, notes = discover_runs(results_dir)
@@ -476,65 +382,11 @@ def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)
                 f"`{_relative(run.folder, results_dir)}` is incomplete (interrupted?): its "
                 "heatmaps are drawn but it is left out of the table, bars and curves"
             )
-    per_run = per_run_table(runs)
-    keys = table_keys(per_run)
-    table = aggregate_seeds(per_run, keys)
-    per_run.to_csv(out / "runs.csv", index=False, float_format="%.4f")
-    table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
-    columns_legend(keys).to_csv(out / "comparison_columns.csv", index=False)
-    md_table = markdown_table(table, keys) if len(table) else "No complete run.\n"
-    write_atomic(out / "comparison.md", md_table)
-    write_atomic(out / "comparison.tex", latex_table(table, keys))
-
-    lines = [
-        "# cfbench report",
-        "",
-        f"Regenerated from the {len(runs)} run folder(s) under `{Path(results_dir).name}` "
-        "(`python run_benchmark.py report RESULTS_DIR`); it reads only the saved run folders and "
-        "re-runs nothing. Metrics are recomputed from each run's `records.csv`.",
-        "",
-        "## Comparison",
-        "",
-        md_table,
-        "Also as [CSV](comparison.csv) (columns defined in "
-        "[comparison_columns.csv](comparison_columns.csv)), [LaTeX](comparison.tex); "
-        "per-run values in [runs.csv](runs.csv).",
-        "",
-    ]
+    table, md_table = _write_tables(runs, out)
+    lines = _report_head(len(runs), results_dir, md_table)
     for sequence in dict.fromkeys(r.sequence for r in runs):
         seq_runs = [r for r in runs if r.sequence == sequence]
-        first = seq_runs[0]
-        lines += [
-            f"## Sequence `{sequence}`",
-            "",
-            f"Tasks in training order: {', '.join(f'`{t}`' for t in first.tasks)}. "
-            f"Controls: {', '.join(f'`{c}`' for c in first.controls) or 'none'}.",
-            "",
-            forgets_least_sentence(sequence, table[table["sequence"] == sequence]),
-            "",
-        ]
-        figures = _sequence_figures(seq_runs, out, formats)
-        captions = {
-            "delta_lp_bars": "Final ΔLP = R[T, j] − R[0, j] per past task and control",
-            "curves_lp": "Linear-probe accuracy over stages",
-            "curves_zs": "Zero-shot accuracy over stages",
-            "curves_head": "Task-head accuracy over stages",
-        }
-        for name, path in figures.items():
-            lines += [
-                f"### {captions[name]}",
-                "",
-                f"![{captions[name]}]({_relative(path, out)})",
-                "",
-            ]
-        lines += ["### Runs", ""]
-        for run in seq_runs:
-            run_figs = _run_figures(run, seq_runs, out, formats)
-            lines += [f"#### `{run.strategy}`, seed {run.seed}", ""]
-            for name in ("lp", "delta_lp", "zs", "head"):
-                if name in run_figs:
-                    alt = f"{name} {run.strategy} seed {run.seed}"
-                    lines += [f"![{alt}]({_relative(run_figs[name], out)})", ""]
+        lines += _sequence_section(seq_runs, table, out, formats)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     write_atomic(out / "report.md", "\n".join(lines))

@@ -1,0 +1,184 @@
+"""The comparison table rendered: Markdown, LaTeX and the CSV column legend.
+
+Pure functions of the table written by ``benchmark.aggregate.aggregate_seeds`` (one row per
+(sequence, strategy): ``<metric>_mean`` / ``<metric>_std`` per metric, ``n_seeds``, ``seeds``);
+``benchmark.report`` writes their output into the report folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from benchmark.aggregate import MTIL_KEYS, TABLE_METRICS
+
+DECIMALS = 2
+
+# The same definitions as aggregate.TABLE_METRICS, typeset for the LaTeX caption.
+# R = linear-probe matrix, Z = zero-shot matrix; rows t = 0..T, task columns j = 1..T.
+LATEX_DEFINITIONS = {
+    "final_avg_acc": r"$\frac{1}{T}\sum_{j=1}^{T} R_{T,j}$",
+    "delta_lp_controls": r"mean over controls $c$ of $R_{T,c}-R_{0,c}$ (negative = forgetting)",
+    "delta_lp_past_tasks": r"mean over tasks $j<T$ of $R_{T,j}-R_{0,j}$",
+    "forgetting": r"$\frac{1}{T-1}\sum_{j<T}\big(\max_{t\in[j,T-1]} R_{t,j}-R_{T,j}\big)$"
+    r" (Chaudhry et al., 2018)",
+    "bwt": r"$\frac{1}{T-1}\sum_{j<T}\big(R_{T,j}-R_{j,j}\big)$ (Lopez-Paz \& Ranzato, 2017)",
+    "mtil_transfer": r"$\frac{1}{T-1}\sum_{j=2}^{T}\frac{1}{j-1}\sum_{t=1}^{j-1} Z_{t,j}$"
+    r" (zero-shot accuracy on task $j$ after each earlier task; ZSCL, Zheng et al., 2023)",
+    "mtil_avg": r"$\frac{1}{T^2}\sum_{t=1}^{T}\sum_{j=1}^{T} Z_{t,j}$",
+    "mtil_last": r"$\frac{1}{T}\sum_{j=1}^{T} Z_{T,j}$",
+}
+
+
+def table_keys(per_run: pd.DataFrame) -> list[str]:
+    """The metric columns to show: MTIL only when some run has a zero-shot matrix."""
+    keys = list(TABLE_METRICS)
+    if per_run.empty or per_run[list(MTIL_KEYS)].isna().all().all():
+        keys = [k for k in keys if k not in MTIL_KEYS]
+    return keys
+
+
+def format_number(value: float, decimals: int = DECIMALS) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{decimals}f}"
+    return "0." + "0" * decimals if text.lstrip("-") == "0." + "0" * decimals else text
+
+
+def _cell(mean: float, std: float, fmt_pm: str) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    if not math.isfinite(std):  # one seed: the sample std is undefined
+        return format_number(mean)
+    return f"{format_number(mean)}{fmt_pm}{format_number(std)}"
+
+
+def _best(table: pd.DataFrame, key: str) -> set[int]:
+    """Row positions holding the best displayed mean of a column, per sequence (>1 strategy)."""
+    higher = TABLE_METRICS[key][2]
+    best: set[int] = set()
+    for _, sub in table.reset_index(drop=True).groupby("sequence", sort=False):
+        values = sub[f"{key}_mean"].round(DECIMALS).dropna()
+        if len(sub) < 2 or values.empty:
+            continue
+        target = values.max() if higher else values.min()
+        best |= set(values.index[values == target])
+    return best
+
+
+def _header(key: str) -> str:
+    label, _, higher = TABLE_METRICS[key]
+    return f"{label} {'↑' if higher else '↓'}"
+
+
+def markdown_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
+    """Markdown table (best mean per sequence in bold) followed by a legend of every column."""
+    table = table.reset_index(drop=True)
+    head = ["sequence", "strategy", "seeds (n)", *(_header(k) for k in keys)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(keys)]
+    best = {k: _best(table, k) for k in keys}
+    for i, row in table.iterrows():
+        cells = [
+            f"`{row['sequence']}`",
+            f"`{row['strategy']}`",
+            f"{row['seeds']} (n={row['n_seeds']})",
+        ]
+        for k in keys:
+            text = _cell(row[f"{k}_mean"], row[f"{k}_std"], " ± ")
+            cells.append(f"**{text}**" if i in best[k] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + markdown_legend(keys)
+
+
+def markdown_legend(keys: Sequence[str]) -> str:
+    lines = [
+        "Mean ± sample standard deviation (ddof = 1) over the n seeds listed (one seed: mean "
+        "only); accuracies and differences in percentage points; ↑/↓ = higher/lower is better; "
+        "best mean per sequence in bold. LP = linear-probe matrix R, ZS = zero-shot matrix; "
+        "rows t = 0 (pretrained) .. T (after task T), columns j = tasks in training order, "
+        "then controls.",
+        "",
+    ]
+    for k in keys:
+        lines.append(f"- **{_header(k)}**: {TABLE_METRICS[k][1]}")
+    return "\n".join(lines) + "\n"
+
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX's special characters in plain text; Δ becomes $\\Delta$."""
+    escaped = "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return escaped.replace("Δ", r"$\Delta$")
+
+
+def latex_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
+    """A booktabs table; the caption defines every column."""
+    table = table.reset_index(drop=True)
+    best = {k: _best(table, k) for k in keys}
+    arrows = {True: r" $\uparrow$", False: r" $\downarrow$"}
+    heads = [_tex(TABLE_METRICS[k][0]) + arrows[TABLE_METRICS[k][2]] for k in keys]
+    definitions = "; ".join(
+        f"{_tex(TABLE_METRICS[k][0])}: {'ZS' if k in MTIL_KEYS else 'LP'}, {LATEX_DEFINITIONS[k]}"
+        for k in keys
+    )
+    caption = (
+        r"Comparison of strategies: mean $\pm$ sample standard deviation ($\mathrm{ddof}=1$) over "
+        r"$n$ seeds (one seed: mean only); accuracies in \%, differences in points; best mean per "
+        r"sequence in bold. $R$ = linear-probe (LP) accuracy matrix, $Z$ = zero-shot (ZS) matrix, "
+        r"rows $t=0$ (pretrained) to $T$ (after task $T$), columns $j$ = tasks in training order, "
+        r"then controls. " + definitions + "."
+    )
+    lines = [
+        "% generated by cfbench report; needs \\usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{" + caption + "}",
+        r"\label{tab:cfbench-comparison}",
+        r"\begin{tabular}{ll" + "c" + "r" * len(keys) + "}",
+        r"\toprule",
+        " & ".join(["Sequence", "Strategy", "$n$", *heads]) + r" \\",
+        r"\midrule",
+    ]
+    previous = None
+    for i, row in table.iterrows():
+        if previous is not None and row["sequence"] != previous:
+            lines.append(r"\midrule")
+        previous = row["sequence"]
+        cells = [_tex(row["sequence"]), _tex(row["strategy"]), str(row["n_seeds"])]
+        for k in keys:
+            text = _cell(row[f"{k}_mean"], row[f"{k}_std"], r" $\pm$ ").replace("n/a", "--")
+            text = "$-$" + text[1:] if text.startswith("-") and text != "--" else text
+            cells.append(rf"\textbf{{{text}}}" if i in best[k] else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def columns_legend(keys: Sequence[str]) -> pd.DataFrame:
+    rows = [
+        ("sequence", "sequence name"),
+        ("strategy", "strategy name"),
+        ("n_seeds", "number of runs (seeds) aggregated"),
+        ("seeds", "the seeds aggregated"),
+    ]
+    for k in keys:
+        definition = TABLE_METRICS[k][1]
+        rows.append((f"{k}_mean", f"mean over seeds of: {definition}"))
+        rows.append((f"{k}_std", f"sample std (ddof=1) over seeds of: {definition}; empty if n=1"))
+    return pd.DataFrame(rows, columns=["column", "definition"])
