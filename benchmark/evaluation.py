@@ -108,13 +108,12 @@ class MatrixEvaluation(SupervisedPlugin):
         task_names: list[str],
         on_stage: Callable[[int, list[dict]], None],
         workers: int = 0,
-        first_stage: int = 0,
     ):
         super().__init__()
         self.datasets, self.transform, self.probe = datasets, transform, probe
         self.device, self.task_names, self.on_stage = device, task_names, on_stage
         self.workers = workers
-        self.next_stage = first_stage
+        self.next_stage = 0  # the runner sets it past a restored checkpoint's stage
         self.busy = False  # True while a stage is being evaluated
 
     def after_training_exp(self, strategy, **kwargs):

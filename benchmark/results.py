@@ -148,10 +148,6 @@ class RunResults:
         """Add one stage's records in memory (``write`` puts them on disk)."""
         self.records.extend({**self.identity, **r} for r in records)
 
-    def add_stage(self, records: list[dict]) -> None:
-        self.append(records)
-        self.write()
-
     def write(self) -> None:
         """Rewrite records.csv and the matrices from every record so far."""
         frame = self.frame()

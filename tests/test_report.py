@@ -133,7 +133,8 @@ def write_run(out, strategy, seed, lp, zs=None, head=None, stages=None, sequence
                 records.append({**base, "kind": "zs", "accuracy": float(zs[stage, j])})
             if head is not None and role == "task":
                 records.append({**base, "kind": "head", "accuracy": float(head[stage, j])})
-        results.add_stage(records)
+        results.append(records)
+        results.write()
     results.finish()
     return folder
 
