@@ -20,21 +20,17 @@ old one, then swapped in), so a deleted run disappears from every table and figu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmark import plots
-from benchmark.aggregate import TABLE_METRICS, aggregate_seeds, least_forgetting
-from benchmark.aggregate import run_metrics as compute_run_metrics
+from benchmark.aggregate import aggregate_seeds, least_forgetting
 from benchmark.errors import CFBenchError
+from benchmark.report_figures import run_figures, sequence_figures
 from benchmark.report_tables import (
     DECIMALS,
     columns_legend,
@@ -43,132 +39,10 @@ from benchmark.report_tables import (
     markdown_table,
     table_keys,
 )
-from benchmark.results import KINDS, RECORD_COLUMNS, matrix, safe_name, write_atomic
+from benchmark.results import write_atomic
+from benchmark.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
 
-REPORT_DIR = "report"
 MARKER = ".cfbench-report"
-
-
-@dataclass
-class Run:
-    """One saved run: identity, the sequence's datasets and its tidy records."""
-
-    folder: Path
-    sequence: str
-    strategy: str
-    seed: int
-    tasks: list[str]
-    controls: list[str]
-    records: pd.DataFrame = field(repr=False)
-
-    @property
-    def columns(self) -> list[str]:
-        return self.tasks + self.controls
-
-    def matrix(self, kind: str) -> pd.DataFrame:
-        return matrix(self.records, kind, self.columns)
-
-    def metrics(self) -> dict[str, float]:
-        """Every comparison-table metric (LP; MTIL on the zero-shot matrix when there is one)."""
-        n_tasks = len(self.tasks)
-        zs = self.matrix("zs").reindex(columns=self.columns)  # NaN where a dataset has no ZS
-        zs_values = zs.to_numpy(dtype=float) if len(zs) == n_tasks + 1 else None
-        return compute_run_metrics(self.matrix("lp").to_numpy(dtype=float), n_tasks, zs_values)
-
-    @property
-    def complete(self) -> bool:
-        """Every stage 0..T has a linear-probe accuracy for every dataset."""
-        lp = self.matrix("lp")
-        stages = list(range(len(self.tasks) + 1))
-        return (
-            list(lp.index) == stages
-            and list(lp.columns) == self.columns
-            and not lp.isna().to_numpy().any()
-        )
-
-
-def load_run(folder: Path) -> Run:
-    """Read one run folder; CFBenchError (one line) when records.csv is not a cfbench record."""
-    folder = Path(folder)
-    path = folder / "records.csv"
-    try:
-        records = pd.read_csv(path)
-    except (OSError, ValueError) as error:
-        raise CFBenchError(f"cannot read {path}: {error}") from None
-    missing = [c for c in RECORD_COLUMNS if c not in records.columns]
-    if missing:
-        raise CFBenchError(f"{path} lacks the columns {', '.join(missing)}")
-    if records.empty:
-        raise CFBenchError(f"{path} has no records")
-    identity = {}
-    for key in ("sequence", "strategy", "seed"):
-        values = records[key].unique()
-        if len(values) != 1:
-            raise CFBenchError(f"{path} mixes several values of {key}: {list(values)}")
-        identity[key] = values[0]
-    tasks, controls = _datasets(folder, records)
-    return Run(
-        folder=folder,
-        sequence=str(identity["sequence"]),
-        strategy=str(identity["strategy"]),
-        seed=int(identity["seed"]),
-        tasks=tasks,
-        controls=controls,
-        records=records,
-    )
-
-
-def _datasets(folder: Path, records: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Tasks in training order and controls: config.json when it has them, else the records."""
-    try:
-        spec = json.loads((folder / "config.json").read_text())["sequence_spec"]
-        return [str(t) for t in spec["tasks"]], [str(c) for c in spec["controls"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    # The runner writes every stage's records in sequence order: tasks, then controls.
-    first = records.drop_duplicates("dataset")
-    tasks = first.loc[first["role"] == "task", "dataset"].astype(str).tolist()
-    controls = first.loc[first["role"] == "control", "dataset"].astype(str).tolist()
-    return tasks, controls
-
-
-def discover_runs(results_dir: Path) -> tuple[list[Run], list[str]]:
-    """Every readable run under results_dir, sorted, and notes on the folders left out."""
-    results_dir = Path(results_dir)
-    runs: list[Run] = []
-    notes: list[str] = []
-    for path in sorted(results_dir.rglob("records.csv")):
-        relative = path.parent.relative_to(results_dir)
-        if relative.parts[:1] == (REPORT_DIR,) or any(p.startswith(".") for p in relative.parts):
-            continue
-        try:
-            runs.append(load_run(path.parent))
-        except CFBenchError as error:
-            notes.append(f"skipped `{relative}`: {error}")
-    runs.sort(key=lambda r: (r.sequence, r.strategy, r.seed, str(r.folder)))
-    unique: dict[tuple, Run] = {}
-    for run in runs:
-        key = (run.sequence, run.strategy, run.seed)
-        if key in unique:
-            notes.append(
-                f"skipped `{run.folder.relative_to(results_dir)}`: same sequence, strategy and "
-                f"seed as `{unique[key].folder.relative_to(results_dir)}`"
-            )
-        else:
-            unique[key] = run
-    return list(unique.values()), notes
-
-
-def per_run_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per complete run: identity and every comparison-table metric."""
-    rows = []
-    for run in runs:
-        if not run.complete:
-            continue
-        rows.append(
-            {"sequence": run.sequence, "strategy": run.strategy, "seed": run.seed, **run.metrics()}
-        )
-    return pd.DataFrame(rows, columns=["sequence", "strategy", "seed", *TABLE_METRICS])
 
 
 def forgets_least_sentence(sequence: str, table: pd.DataFrame) -> str:
@@ -192,105 +66,6 @@ def forgets_least_sentence(sequence: str, table: pd.DataFrame) -> str:
         f"On `{sequence}`, {names} {verb} least: highest mean ΔLP on {what} "
         f"({format_number(value)} points{note}; ties broken by lower forgetting)."
     )
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def _limits(runs: Sequence[Run], kind: str) -> tuple[float, float]:
-    values = np.concatenate([r.matrix(kind).to_numpy(dtype=float).ravel() for r in runs] or [[]])
-    values = values[np.isfinite(values)]
-    return (float(values.min()), float(values.max())) if values.size else (0.0, 100.0)
-
-
-def _delta_limit(runs: Sequence[Run]) -> float:
-    deltas = [plots.delta_matrix(r.matrix("lp")).to_numpy(dtype=float).ravel() for r in runs]
-    values = np.abs(np.concatenate(deltas or [[]]))
-    values = values[np.isfinite(values)]
-    return float(values.max()) if values.size else 1.0
-
-
-def _save(fig, path: Path, formats: Sequence[str]) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = []
-    for ext in formats:
-        target = path.with_suffix(f".{ext}")
-        fig.savefig(target)
-        out.append(target)
-    return out
-
-
-def _run_figures(run: Run, runs: Sequence[Run], root: Path, formats) -> dict[str, Path]:
-    """Heatmaps of every matrix of the run and of delta-LP; colour ranges shared per sequence."""
-    folder = root / safe_name(run.sequence) / safe_name(run.strategy) / f"seed{run.seed}"
-    label = f"{run.sequence} · {run.strategy} · seed {run.seed}"
-    figures: dict[str, Path] = {}
-    for kind in KINDS:
-        m = run.matrix(kind)
-        if m.empty:
-            continue
-        low, high = _limits(runs, kind)
-        fig = plots.accuracy_heatmap(
-            m, run.tasks, kind=kind, title=f"{label}: {plots.KIND_NAMES[kind]}", vmin=low, vmax=high
-        )
-        figures[kind] = _save(fig, folder / f"{kind}_heatmap", formats)[0]
-    lp = run.matrix("lp")
-    if 0 in lp.index and len(lp) > 1:
-        fig = plots.delta_heatmap(
-            lp,
-            run.tasks,
-            title=f"{label}: ΔLP relative to the pretrained encoder",
-            limit=_delta_limit([r for r in runs if 0 in r.matrix("lp").index]),
-        )
-        figures["delta_lp"] = _save(fig, folder / "delta_lp_heatmap", formats)[0]
-    return figures
-
-
-def _sequence_figures(runs: Sequence[Run], root: Path, formats) -> dict[str, Path]:
-    """Delta-LP bars and accuracy-over-stages curves of the complete runs of one sequence."""
-    complete = [r for r in runs if r.complete]
-    if not complete:
-        return {}
-    first = complete[0]
-    folder = root / safe_name(first.sequence)
-    records = pd.concat([r.records for r in complete], ignore_index=True)
-    strategies = list(dict.fromkeys(r.strategy for r in complete))
-    figures = {}
-    fig = plots.delta_lp_bars(
-        records,
-        first.tasks,
-        first.controls,
-        strategies=strategies,
-        title=f"{first.sequence}: final ΔLP per dataset",
-    )
-    figures["delta_lp_bars"] = _save(fig, folder / "delta_lp_bars", formats)[0]
-    for kind in KINDS:
-        if (records["kind"] == kind).any():
-            fig = plots.stage_curves(
-                records,
-                first.tasks,
-                first.controls,
-                kind=kind,
-                strategies=strategies,
-                title=f"{first.sequence}: {plots.KIND_NAMES[kind]} over stages",
-            )
-            figures[f"curves_{kind}"] = _save(fig, folder / f"curves_{kind}", formats)[0]
-    return figures
-
-
-# ----------------------------------------------------------------------------- the report
-
-
-def _check_sequences(runs: Sequence[Run]) -> None:
-    seen: dict[str, Run] = {}
-    for run in runs:
-        other = seen.setdefault(run.sequence, run)
-        if (other.tasks, other.controls) != (run.tasks, run.controls):
-            raise CFBenchError(
-                f"runs of sequence '{run.sequence}' disagree on its datasets: {other.folder} has "
-                f"tasks {other.tasks} controls {other.controls}, {run.folder} has tasks "
-                f"{run.tasks} controls {run.controls}; report them from separate folders"
-            )
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -353,12 +128,12 @@ def _sequence_section(
         forgets_least_sentence(sequence, table[table["sequence"] == sequence]),
         "",
     ]
-    for name, path in _sequence_figures(seq_runs, out, formats).items():
+    for name, path in sequence_figures(seq_runs, out, formats).items():
         caption = _FIGURE_CAPTIONS[name]
         lines += [f"### {caption}", "", f"![{caption}]({_relative(path, out)})", ""]
     lines += ["### Runs", ""]
     for run in seq_runs:
-        run_figs = _run_figures(run, seq_runs, out, formats)
+        run_figs = run_figures(run, seq_runs, out, formats)
         lines += [f"#### `{run.strategy}`, seed {run.seed}", ""]
         for name in ("lp", "delta_lp", "zs", "head"):
             if name in run_figs:
@@ -375,7 +150,7 @@ def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)
             f"no runs under {results_dir} (a run folder holds records.csv; run "
             "'python run_benchmark.py --out DIR' first)"
         )
-    _check_sequences(runs)
+    check_sequences(runs)
     for run in runs:
         if not run.complete:
             notes.append(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from benchmark import plots
 from benchmark.errors import CFBenchError
-from benchmark.report import load_run
 from benchmark.results import KINDS
+from benchmark.runs import load_run
 
 TB_DIR = "tensorboard"
 

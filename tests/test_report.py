@@ -17,8 +17,9 @@ from benchmark.aggregate import (
     run_metrics,
 )
 from benchmark.errors import CFBenchError
-from benchmark.report import MARKER, discover_runs, main_report, per_run_table
+from benchmark.report import MARKER, main_report
 from benchmark.results import RunResults, run_dir
+from benchmark.runs import discover_runs, per_run_table
 
 TASKS = ["a", "b", "c"]
 CONTROLS = ["ctrl"]

@@ -1,0 +1,26 @@
+"""Figures from saved results: pure functions, data in -> ``matplotlib.figure.Figure`` out.
+
+Nothing here trains, reads files or touches pyplot's global state: every figure is a bare
+``Figure`` attached to an Agg canvas, so the functions work headless, in tests and in threads, and
+the caller decides where to save (``fig.savefig(path)``). Inputs are the saved data: accuracy
+matrices (DataFrame, index = stage, columns = tasks then controls, as in ``<kind>_matrix.csv``) and
+tidy records (the columns of ``records.csv``).
+"""
+
+from benchmark.plots.bars import delta_lp_bars, final_delta_lp
+from benchmark.plots.curves import stage_curves
+from benchmark.plots.heatmaps import accuracy_heatmap, delta_heatmap, delta_matrix, heatmap
+from benchmark.plots.style import KIND_NAMES, stage_labels, strategy_colors
+
+__all__ = [
+    "KIND_NAMES",
+    "accuracy_heatmap",
+    "delta_heatmap",
+    "delta_lp_bars",
+    "delta_matrix",
+    "final_delta_lp",
+    "heatmap",
+    "stage_curves",
+    "stage_labels",
+    "strategy_colors",
+]

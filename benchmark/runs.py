@@ -1,0 +1,157 @@
+"""Saved runs read back: a run folder's identity, datasets and records, and the runs under a folder.
+
+A run folder is one that holds ``records.csv`` (written by ``benchmark.results.RunResults``).
+``run_benchmark.py report`` starts from ``discover_runs``, the TensorBoard export from ``load_run``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.aggregate import TABLE_METRICS
+from benchmark.aggregate import run_metrics as compute_run_metrics
+from benchmark.errors import CFBenchError
+from benchmark.results import RECORD_COLUMNS, matrix
+
+# The folder 'run_benchmark.py report' writes into; never read back as runs.
+REPORT_DIR = "report"
+
+
+@dataclass
+class Run:
+    """One saved run: identity, the sequence's datasets and its tidy records."""
+
+    folder: Path
+    sequence: str
+    strategy: str
+    seed: int
+    tasks: list[str]
+    controls: list[str]
+    records: pd.DataFrame = field(repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.tasks + self.controls
+
+    def matrix(self, kind: str) -> pd.DataFrame:
+        return matrix(self.records, kind, self.columns)
+
+    def metrics(self) -> dict[str, float]:
+        """Every comparison-table metric (LP; MTIL on the zero-shot matrix when there is one)."""
+        n_tasks = len(self.tasks)
+        zs = self.matrix("zs").reindex(columns=self.columns)  # NaN where a dataset has no ZS
+        zs_values = zs.to_numpy(dtype=float) if len(zs) == n_tasks + 1 else None
+        return compute_run_metrics(self.matrix("lp").to_numpy(dtype=float), n_tasks, zs_values)
+
+    @property
+    def complete(self) -> bool:
+        """Every stage 0..T has a linear-probe accuracy for every dataset."""
+        lp = self.matrix("lp")
+        stages = list(range(len(self.tasks) + 1))
+        return (
+            list(lp.index) == stages
+            and list(lp.columns) == self.columns
+            and not lp.isna().to_numpy().any()
+        )
+
+
+def load_run(folder: Path) -> Run:
+    """Read one run folder; CFBenchError (one line) when records.csv is not a cfbench record."""
+    folder = Path(folder)
+    path = folder / "records.csv"
+    try:
+        records = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise CFBenchError(f"cannot read {path}: {error}") from None
+    missing = [c for c in RECORD_COLUMNS if c not in records.columns]
+    if missing:
+        raise CFBenchError(f"{path} lacks the columns {', '.join(missing)}")
+    if records.empty:
+        raise CFBenchError(f"{path} has no records")
+    identity = {}
+    for key in ("sequence", "strategy", "seed"):
+        values = records[key].unique()
+        if len(values) != 1:
+            raise CFBenchError(f"{path} mixes several values of {key}: {list(values)}")
+        identity[key] = values[0]
+    tasks, controls = _datasets(folder, records)
+    return Run(
+        folder=folder,
+        sequence=str(identity["sequence"]),
+        strategy=str(identity["strategy"]),
+        seed=int(identity["seed"]),
+        tasks=tasks,
+        controls=controls,
+        records=records,
+    )
+
+
+def _datasets(folder: Path, records: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Tasks in training order and controls: config.json when it has them, else the records."""
+    try:
+        spec = json.loads((folder / "config.json").read_text())["sequence_spec"]
+        return [str(t) for t in spec["tasks"]], [str(c) for c in spec["controls"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    # The runner writes every stage's records in sequence order: tasks, then controls.
+    first = records.drop_duplicates("dataset")
+    tasks = first.loc[first["role"] == "task", "dataset"].astype(str).tolist()
+    controls = first.loc[first["role"] == "control", "dataset"].astype(str).tolist()
+    return tasks, controls
+
+
+def discover_runs(results_dir: Path) -> tuple[list[Run], list[str]]:
+    """Every readable run under results_dir, sorted, and notes on the folders left out."""
+    results_dir = Path(results_dir)
+    runs: list[Run] = []
+    notes: list[str] = []
+    for path in sorted(results_dir.rglob("records.csv")):
+        relative = path.parent.relative_to(results_dir)
+        if relative.parts[:1] == (REPORT_DIR,) or any(p.startswith(".") for p in relative.parts):
+            continue
+        try:
+            runs.append(load_run(path.parent))
+        except CFBenchError as error:
+            notes.append(f"skipped `{relative}`: {error}")
+    runs.sort(key=lambda r: (r.sequence, r.strategy, r.seed, str(r.folder)))
+    unique: dict[tuple, Run] = {}
+    for run in runs:
+        key = (run.sequence, run.strategy, run.seed)
+        if key in unique:
+            notes.append(
+                f"skipped `{run.folder.relative_to(results_dir)}`: same sequence, strategy and "
+                f"seed as `{unique[key].folder.relative_to(results_dir)}`"
+            )
+        else:
+            unique[key] = run
+    return list(unique.values()), notes
+
+
+def per_run_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per complete run: identity and every comparison-table metric."""
+    rows = []
+    for run in runs:
+        if not run.complete:
+            continue
+        rows.append(
+            {"sequence": run.sequence, "strategy": run.strategy, "seed": run.seed, **run.metrics()}
+        )
+    return pd.DataFrame(rows, columns=["sequence", "strategy", "seed", *TABLE_METRICS])
+
+
+def check_sequences(runs: Sequence[Run]) -> None:
+    """CFBenchError when two runs of one sequence disagree on its datasets."""
+    seen: dict[str, Run] = {}
+    for run in runs:
+        other = seen.setdefault(run.sequence, run)
+        if (other.tasks, other.controls) != (run.tasks, run.controls):
+            raise CFBenchError(
+                f"runs of sequence '{run.sequence}' disagree on its datasets: {other.folder} has "
+                f"tasks {other.tasks} controls {other.controls}, {run.folder} has tasks "
+                f"{run.tasks} controls {run.controls}; report them from separate folders"
+            )
