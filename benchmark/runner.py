@@ -65,8 +65,10 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
 
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
 # change them. Everything else in config.json must match the checkpoint's run. ("sequence" is
-# the name or path as typed; its content is compared as sequence_spec and the resolved settings.)
-EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints", "sequence")
+# the name or path as typed; its content is compared as sequence_spec and the resolved settings.
+# "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
+EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints", "sequence",
+                  "strategy_args")  # fmt: skip
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("probe", "batch_size"))
 
 
@@ -89,7 +91,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
     head_init = choose_head_init(cfg, encoder)
     epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
-    config = {**cfg.to_dict(), "head_init": head_init,
+    config = {**cfg.to_dict(), "strategy_config": make_plugins.settings, "head_init": head_init,
               "initial_weights": weights_digest(encoder.module), "sequence_spec": {
         "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
         "epochs": dict(zip(sequence.tasks, epochs, strict=True))}}  # fmt: skip

@@ -14,7 +14,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -58,6 +58,24 @@ STRATEGIES: dict[str, StrategySpec] = {
 }
 
 Builder = Callable[[StrategyContext], list]
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A strategy ready to build: call it with a context for its plugins.
+
+    ``settings`` holds every hyper-parameter it runs with, defaults included, as plain values:
+    config.json records them, and a resume compares them rather than the arguments as typed
+    (``lam=10`` given or left at its default of 10.0 is the same run).
+    """
+
+    build: Builder
+    settings: dict[str, Any]
+
+    def __call__(self, context: StrategyContext) -> list:
+        return self.build(context)
 
 
 def describe_fields(config_cls: type) -> str:
@@ -137,13 +155,13 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
-def resolve(name: str, args: Mapping[str, Any] | None = None) -> Builder:
-    """A function context -> plugins, for a registered name or ``package.module:factory``."""
+def resolve(name: str, args: Mapping[str, Any] | None = None) -> Resolved:
+    """The strategy ``name`` (registered, or ``package.module:factory``) with ``args`` checked."""
     args = dict(args or {})
     if name in STRATEGIES:
         spec = STRATEGIES[name]
         config = make_config(spec.config, args)
-        return lambda context: list(spec.build(context, config))
+        return Resolved(lambda context: list(spec.build(context, config)), asdict(config))
     if ":" not in name:
         raise CFBenchError(
             f"unknown strategy '{name}'; valid names: {', '.join(STRATEGIES)}, "
@@ -158,7 +176,21 @@ def resolve(name: str, args: Mapping[str, Any] | None = None) -> Builder:
             "is importable (on PYTHONPATH) and defines that factory"
         ) from None
     kwargs = _external_args(factory, args, name)
-    return lambda context: _call_external(factory, context, kwargs, name)
+    settings = {**_plain_defaults(factory), **kwargs}
+    return Resolved(lambda context: _call_external(factory, context, kwargs, name), settings)
+
+
+def _plain_defaults(factory: Callable) -> dict[str, Any]:
+    """The defaults of a user factory's keyword parameters that are plain values (for settings)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {
+        p.name: p.default
+        for p in params
+        if p.name != "context" and p.default is not p.empty and isinstance(p.default, _PLAIN)
+    }
 
 
 def _external_args(factory: Callable, args: dict, name: str) -> dict:

@@ -178,6 +178,16 @@ def test_bad_arguments_are_rejected_with_the_valid_fields(name, args, words):
             assert f"{field}: " in message
 
 
+def test_settings_hold_every_hyper_parameter_defaults_included():
+    # Written out by hand from the Config dataclasses and examples/my_strategy.py's signature.
+    assert resolve("ldifs", {"lam": 1, "anchor": "pretrained"}).settings == {
+        "lam": 1.0, "anchor": "pretrained", "axis": "token", "reduction": "mean"}  # fmt: skip
+    assert resolve("ldifs", {"lam": "1e1"}).settings == resolve("ldifs").settings
+    assert resolve("ft").settings == {}
+    assert resolve("examples.my_strategy:build").settings == {"lam": 1e-5}
+    assert resolve("examples.my_strategy:build", {"lam": 2}).settings == {"lam": 2.0}
+
+
 def test_external_factories_have_their_arguments_checked_too():
     with pytest.raises(CFBenchError, match="unknown argument 'lamda'.*valid fields: lam = 1e-05"):
         resolve("examples.my_strategy:build", {"lamda": 1})

@@ -458,7 +458,20 @@ def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tm
     assert csv.loc["ldifs", "forgetting"] == pytest.approx(metrics["lp"]["forgetting"])
     config = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "config.json").read_text())
     assert config["strategy_args"] == {"lam": 1, "anchor": "pretrained"}  # from the YAML
+    assert config["strategy_config"] == {
+        "lam": 1.0, "anchor": "pretrained", "axis": "token", "reduction": "mean"}  # fmt: skip
     assert config["seed"] == 0
+    # Re-running compares the strategy's settings by effect, not as typed: an argument given at
+    # the value it already had is the same run (already complete); another value is refused.
+    argv = ["--sequence", str(mini_sequence), "--out", str(tmp_path), "--strategy", "ldifs"]
+    before = {p: p.read_bytes() for p in (tmp_path / "mini" / "ldifs").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, "--strategy-arg", "lam=1.0", "--strategy-arg", "axis=token"]) == 0
+    assert "is already complete" in capsys.readouterr().out
+    assert main([*argv, "--strategy-arg", "lam=2"]) == 2
+    assert "other settings (strategy_config.lam: 1.0 -> 2.0)" in capsys.readouterr().err
+    after = {p: p.read_bytes() for p in (tmp_path / "mini" / "ldifs").rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_strategy_all_refuses_a_strategy_arg_before_training(mini_sequence, tmp_path, capsys):
