@@ -175,31 +175,18 @@ def resolve(name: str, args: Mapping[str, Any] | None = None) -> Resolved:
             f"cannot import strategy '{name}' ({error}); check that the module "
             "is importable (on PYTHONPATH) and defines that factory"
         ) from None
-    kwargs = _external_args(factory, args, name)
-    settings = {**_plain_defaults(factory), **kwargs}
+    kwargs, settings = _external_args(factory, args, name)
     return Resolved(lambda context: _call_external(factory, context, kwargs, name), settings)
 
 
-def _plain_defaults(factory: Callable) -> dict[str, Any]:
-    """The defaults of a user factory's keyword parameters that are plain values (for settings)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {
-        p.name: p.default
-        for p in params
-        if p.name != "context" and p.default is not p.empty and isinstance(p.default, _PLAIN)
-    }
-
-
-def _external_args(factory: Callable, args: dict, name: str) -> dict:
+def _external_args(factory: Callable, args: dict, name: str) -> tuple[dict, dict]:
     """Check the arguments of a user factory against its signature; coerce simply-annotated ones
-    (float, int, bool, str, Literal, X | None) as ``make_config`` does."""
+    (float, int, bool, str, Literal, X | None) as ``make_config`` does. Returns them, and the
+    settings: those arguments over the factory's defaults that are plain values."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
-        return dict(args)  # no signature to check against (a builtin): the call will tell
+        return dict(args), dict(args)  # no signature to check (a builtin): the call will tell
     params = {
         k: p
         for k, p in signature.parameters.items()
@@ -222,7 +209,12 @@ def _external_args(factory: Callable, args: dict, name: str) -> dict:
             raise CFBenchError(
                 f"strategy argument {key}={value!r} is not {_type_name(hints[key])}; {valid}"
             ) from None
-    return out
+    defaults = {
+        k: p.default
+        for k, p in params.items()
+        if p.default is not p.empty and isinstance(p.default, _PLAIN)
+    }
+    return out, {**defaults, **out}
 
 
 def _call_external(factory: Callable, context: StrategyContext, args: dict, name: str) -> list:
