@@ -31,7 +31,7 @@ def _python(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 def test_every_project_module_imports_without_a_word_on_stderr():
     modules = _project_modules()
     assert len(modules) > 30 and "benchmark.runner" in modules and "strategies.ewc" in modules
-    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\n" % modules
+    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
     proc = _python("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
