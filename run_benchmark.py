@@ -31,6 +31,39 @@ def report_command(argv: list[str]) -> int:
         return user_error(error, args.debug)
 
 
+def data_command(argv: list[str]) -> int:
+    from benchmark.cli import build_data_parser
+
+    args = build_data_parser().parse_intermixed_args(argv)
+    from benchmark.config import default_data_root
+    from benchmark.errors import CFBenchError
+    from tasks import get_sequence, manage
+
+    try:
+        root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+        if args.names and args.sequence:
+            raise CFBenchError("give dataset names or --sequence, not both")
+        names = args.names
+        if not names:
+            sequence = get_sequence(args.sequence or "5tasks")
+            names = [*sequence.tasks, *sequence.controls]
+        if args.action == "list":
+            print(manage.format_rows(manage.list_rows(names, root, args.source)))
+            return 0
+        if args.action == "prepare":
+            for name in names:
+                print(manage.prepare(name, root, args.source, args.force, args.workers))
+            return 0
+        problems = [line for name in names for line in manage.verify(name, root)]
+        for line in problems:
+            print(line, file=sys.stderr)
+        if not problems:
+            print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
+        return 2 if problems else 0
+    except CFBenchError as error:
+        return user_error(error, args.debug)
+
+
 def user_error(error: Exception, debug: bool) -> int:
     """A problem the user can fix: one line on stderr (traceback only with --debug), exit 2."""
     if debug:
@@ -57,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:
         return report_command(argv[1:])
+    if argv[:1] == ["data"]:
+        return data_command(argv[1:])
     args = build_parser().parse_args(argv)
     from benchmark.errors import CFBenchError, Terminated
 

@@ -98,6 +98,14 @@ def _io_options(a) -> None:
         help="never try to download a missing dataset; fail with instructions instead",
     )
     a(
+        "--source",
+        choices=["auto", "torchvision", "hf", "folder"],
+        help="where datasets are read from: auto (a prepared store, else every source on disk, "
+        "then every source that can download, in each dataset's order), or only torchvision, "
+        "Hugging Face copies (hf) or local image folders (see 'run_benchmark.py data list') "
+        "(default: auto)",
+    )
+    a(
         "--out",
         help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
         "(default: results)",
@@ -200,4 +208,46 @@ def build_report_parser() -> argparse.ArgumentParser:
         help="folder holding <sequence>/<strategy>/seed<N>/ run folders",
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    return p
+
+
+def build_data_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_benchmark.py data",
+        description="Datasets. list: the source a run would read each one from, whether it is "
+        "on disk, its split sizes (and those of its fixed split) and its size on disk; nothing is "
+        "downloaded. prepare: fetch what is missing and decode every split once into the "
+        "prepared store DATA_ROOT/prepared/<name>/, which runs then read (resumable: a killed "
+        "prepare continues). verify: recompute a prepared store's split sizes, class counts and "
+        "SHA-256 fingerprints and compare them with what prepare recorded and with the fixed "
+        "splits; one line per mismatch on stderr, exit 2.",
+    )
+    a = p.add_argument
+    a("action", choices=["list", "prepare", "verify"], help="what to do")
+    a("names", nargs="*", metavar="NAME", help="datasets (default: those of --sequence)")
+    a(
+        "--sequence",
+        help="every task and control of this sequence (default: 5tasks when no NAME is given)",
+    )
+    a("--data-root", help="dataset folder (default: $CFBENCH_DATA, else ~/.cache/cfbench/data)")
+    a(
+        "--source",
+        default="auto",
+        choices=["auto", "torchvision", "hf", "folder"],
+        help="read (and for prepare, fetch) only from this kind of source (default: auto: "
+        "every source on disk first, then every source that can download)",
+    )
+    a(
+        "--force",
+        action="store_true",
+        help="prepare: write the store again even when it is complete (the repair for a store "
+        "that verify or a run reports broken)",
+    )
+    a(
+        "--workers",
+        type=int,
+        default=0,
+        help="prepare: image-decoding processes (default: 0, decode in this process)",
+    )
+    a("--debug", action="store_true", help="show full tracebacks for errors")
     return p

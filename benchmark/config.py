@@ -59,6 +59,7 @@ class RunConfig:
     out: Path = Path("results")
     device: str = "auto"
     download: bool = True
+    source: str = "auto"  # datasets: auto, torchvision, hf or folder (tasks/data.py)
     head_init: str | None = None  # "zs" (text tower) or "lp" (probe); None: zs when possible
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)

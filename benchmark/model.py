@@ -38,6 +38,8 @@ class TextTower:
     @torch.no_grad()
     def class_weights(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """[C, D] rows: per class, mean of the L2-normalised template embeddings, re-normalised."""
+        if not templates:  # a mean over no prompts is NaN, which would only show in training
+            raise ValueError("no prompt templates to build zero-shot class weights from")
         device = next(self.model.parameters()).device
         rows = []
         for name in classnames:

@@ -7,17 +7,16 @@ crash leaves either the previous complete file or the new complete file, never a
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmark import faults, metrics
+from benchmark import metrics
 from benchmark.errors import CFBenchError
+from benchmark.io import _UMASK, write_atomic  # noqa: F401 - re-exported for callers
 
 RECORD_COLUMNS = [
     "sequence",
@@ -31,32 +30,6 @@ RECORD_COLUMNS = [
     "accuracy",
 ]
 KINDS = ("lp", "zs", "head")
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def write_atomic(path: Path, content: str | bytes | memoryview) -> None:
-    """Write ``content`` to a temporary file beside ``path``, flush it to disk, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        faults.reached(f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:

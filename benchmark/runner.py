@@ -23,7 +23,8 @@ from benchmark.streams import build_stream
 from benchmark.trainer import NonFiniteLossError, Trainer, default_workers, resolve_device
 from strategies import StrategyContext, resolve
 from strategies.lp_ft import LPInitPlugin
-from tasks import SequenceSpec, TaskData, load_task
+from tasks import SequenceSpec, TaskData, get_task, load_task
+from tasks.data import size_mismatch
 
 
 def seed_everything(seed: int) -> None:
@@ -67,8 +68,9 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
 # change them. Everything else in config.json must match the checkpoint's run. ("sequence" is
 # the name or path as typed; its content is compared as sequence_spec and the resolved settings.
 # "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
-EXECUTION_ONLY = ("out", "device", "data_root", "download", "fresh", "keep_checkpoints", "sequence",
-                  "strategy_args")  # fmt: skip
+# "source" only says where to look: the data itself is compared as config.json's "data".
+EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
+                  "sequence", "strategy_args")  # fmt: skip
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("probe", "batch_size"))
 
 
@@ -86,7 +88,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     names = list(sequence.tasks) + list(sequence.controls)
-    data = {n: load_task(n, cfg.data_root, cfg.download) for n in names}  # fail before training
+    data = load_data(names, cfg, log)  # fail before training
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
     head_init = choose_head_init(cfg, encoder)
@@ -94,7 +96,8 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     config = {**cfg.to_dict(), "strategy_config": make_plugins.settings, "head_init": head_init,
               "initial_weights": weights_digest(encoder.module), "sequence_spec": {
         "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
-        "epochs": dict(zip(sequence.tasks, epochs, strict=True))}}  # fmt: skip
+        "epochs": dict(zip(sequence.tasks, epochs, strict=True))},
+        "data": {n: d.provenance for n, d in data.items()}}  # fmt: skip
     folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
     store = CheckpointStore(folder, run_settings(config), cfg.keep_checkpoints)
     resume = None if cfg.fresh else store.latest()
@@ -119,6 +122,17 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
         train_stages(session, epochs, store, results, resume, log, cfg.fresh)
     print_summary(results, log, time.time() - started)
     return folder
+
+
+def load_data(names: list[str], cfg: RunConfig, log) -> dict[str, TaskData]:
+    """Every dataset of the run, each checked (sizes, labels, a prepared store's files); a split
+    that is not the dataset's fixed one is said once, since its results are not comparable."""
+    data = {n: load_task(n, cfg.data_root, cfg.download, cfg.source) for n in names}
+    for n, d in data.items():
+        note = size_mismatch(get_task(n), d)
+        if note:
+            log(f"note: {note}; results on it are not comparable with the paper's")
+    return data
 
 
 @dataclass

@@ -99,9 +99,12 @@ def get_task(name: str) -> TaskSpec:
     )
 
 
-def load_task(name: str, root: Path, download: bool = True) -> TaskData:
-    """Build a registered dataset (DatasetMissingError says what to fetch when it is absent)."""
-    return get_task(name).build(Path(root).expanduser(), download)
+def load_task(name: str, root: Path, download: bool = True, source: str = "auto") -> TaskData:
+    """A registered dataset: its prepared store, else its first source that has it
+    (DatasetMissingError lists the sources tried and what to fetch)."""
+    from tasks.data import open_task
+
+    return open_task(get_task(name), Path(root).expanduser(), download, source)
 
 
 def get_sequence(name_or_path: str) -> SequenceSpec:

@@ -27,6 +27,10 @@ class TaskData:
     test: Dataset
     classnames: list[str]
     templates: tuple[str, ...]
+    # Where the images came from and which ones they are (config.json records it): source,
+    # origin, revision, format (raw or prepared), split sizes, SHA-256 of the labels (and of the
+    # images, for a prepared store).
+    provenance: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -34,17 +38,41 @@ class TaskData:
 
 
 @dataclass(frozen=True)
+class Splits:
+    """Split sizes: ``train`` (before our validation split is carved out of it) and ``test``."""
+
+    train: int
+    test: int
+
+    def __str__(self) -> str:
+        return f"{self.train:,} / {self.test:,}"
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A registered dataset.
 
-    ``build(root, download)`` returns a TaskData or raises DatasetMissingError with instructions.
-    ``epochs`` is the paper's number of fine-tuning epochs for this dataset.
+    Either ``build(root, download)`` makes the TaskData itself (synthetic and ``.npz`` data), or
+    ``sources`` are tried in order (tasks/sources.py). ``splits`` are the sizes our fixed splits
+    have (None: whatever the data holds), ``paper`` the LDIFS paper's, ``split_note`` why they
+    differ. ``names`` turns a source's class names (label order) into the prompt names;
+    ``store_size``: the prepared store's shorter side for datasets whose images differ in size
+    (None: native size). ``epochs`` is the paper's number of fine-tuning epochs.
     """
 
     name: str
     title: str
-    build: Callable[[Path, bool], TaskData] = field(repr=False)
+    build: Callable[[Path, bool], TaskData] | None = field(default=None, repr=False)
     epochs: int = 10
+    sources: tuple = ()
+    num_classes: int | None = None
+    splits: Splits | None = None
+    paper: Splits | None = None
+    split_note: str = ""
+    names: Callable[[list[str]], list[str]] | None = field(default=None, repr=False)
+    templates: tuple[str, ...] = ()
+    store_size: int | None = None
+    licence: str = ""
 
 
 class TargetsDataset(Dataset):

@@ -89,7 +89,8 @@ def synthetic_task(
             name, ArrayImages(x[tr], y[tr]), ArrayImages(x[te], y[te]), classnames, TEMPLATES
         )
 
-    return TaskSpec(name=name, title=f"Synthetic task (seed {seed})", build=build, epochs=3)
+    return TaskSpec(name=name, title=f"Synthetic task (seed {seed})", build=build, epochs=3,
+                    templates=TEMPLATES)  # fmt: skip
 
 
 SYNTHETIC_TASKS = {

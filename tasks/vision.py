@@ -1,53 +1,43 @@
-"""The ten seed datasets: torchvision where it can load or download them, local folders otherwise.
+"""The ten seed datasets, each with its sources in the order they are tried and its fixed splits.
 
-Each dataset lives in ``<data_root>/<task name>/``. Splits: the official train/test splits where a
-dataset has them (DTD: train+val of partition 1 for training); EuroSAT and RESISC45 have none, so a
-fixed seeded hold-out (10 % and 20 % of the images, the sizes used by the task-vector and LDIFS
-evaluation code) is the test split.
+Every dataset lives under ``<data_root>/<task name>/``: torchvision's own layout there, a Hugging
+Face copy in ``hf/`` (or the hub), or image folders. Splits are the published fixed ones wherever a
+source has them; the sizes ours have and the LDIFS paper's are in each TaskSpec and the README's
+Datasets table. Class names come from the data (or, where a source has none, from the list
+below), normalised so that every source gives the same name to the same label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from torch.utils.data import Dataset, Subset
-
-from benchmark.errors import DatasetMissingError
-from tasks.base import ConcatTargets, TargetsDataset, TaskData, TaskSpec, targets_of
+from tasks.base import ConcatTargets, Splits, TargetsDataset, TaskSpec
+from tasks.sources import FolderSource, HFSource, TorchvisionSource, seeded_split
 from tasks.templates import DIGITS, EUROSAT_NAMES, GTSRB_CLASSES, TEMPLATES
 
-Pair = tuple[Dataset, Dataset]
+
+def _spaces(names: list[str]) -> list[str]:
+    return [n.replace("_", " ") for n in names]
 
 
-def _load(name: str, root: Path, download: bool, make: Callable[[Path, bool], Pair], hint: str):
-    """Load (train, test) from ``root/name``; try a download only when allowed and needed."""
-    path = Path(root).expanduser() / name
-    try:
-        return make(path, False)
-    except (RuntimeError, FileNotFoundError, OSError, ValueError) as error:
-        reason = f"not found ({type(error).__name__})"
-    if download:
-        try:
-            return make(path, True)
-        except Exception as error:  # noqa: BLE001 - any network failure means "fetch it by hand"
-            reason = f"download failed ({type(error).__name__}: {str(error)[:80]})"
-    else:
-        reason += ", downloads disabled"
-    raise DatasetMissingError(f"dataset '{name}' in {path}: {reason}; {hint.format(path=path)}")
+def _fixed(names: list[str]):
+    return lambda raw: list(names)
 
 
-def _holdout(dataset: Dataset, test_fraction: float, seed: int = 0) -> Pair:
-    """Seeded random train/test split for datasets without an official test split."""
-    targets = np.asarray(targets_of(dataset))
-    perm = np.random.default_rng(seed).permutation(len(targets))
-    n_test = int(round(len(targets) * test_fraction))
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return (
-        TargetsDataset(Subset(dataset, train_idx), targets[train_idx]),
-        TargetsDataset(Subset(dataset, test_idx), targets[test_idx]),
-    )
+def _cifar100_names(raw: list[str]) -> list[str]:
+    # The Hugging Face copies spell class 26 'cra' (a typo of 'crab', torchvision's name).
+    return [{"cra": "crab"}.get(n, n) for n in _spaces(raw)]
+
+
+def _eurosat_names(raw: list[str]) -> list[str]:
+    return [EUROSAT_NAMES.get(n, n) for n in raw]
+
+
+def _imagenet_names(raw: list[str]) -> list[str]:
+    # CLIP's ImageNet class names (shipped by open_clip), in WordNet-id order like every source.
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return list(IMAGENET_CLASSNAMES)
 
 
 def _samples_targets(dataset) -> TargetsDataset:
@@ -55,178 +45,157 @@ def _samples_targets(dataset) -> TargetsDataset:
     return TargetsDataset(dataset, [label for _, label in dataset._samples])
 
 
-def _cifar10(root: Path, download: bool) -> TaskData:
+def _cifar10(p: Path, d: bool):
     from torchvision.datasets import CIFAR10
 
-    def make(p, d):
-        return CIFAR10(p, train=True, download=d), CIFAR10(p, train=False, download=d)
-
-    hint = (
-        "fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into {path}"
-    )
-    train, test = _load("cifar10", root, download, make, hint)
-    return TaskData("cifar10", train, test, list(train.classes), TEMPLATES["cifar10"])
+    train, test = CIFAR10(p, train=True, download=d), CIFAR10(p, train=False, download=d)
+    return train, test, train.classes
 
 
-def _cifar100(root: Path, download: bool) -> TaskData:
+def _cifar100(p: Path, d: bool):
     from torchvision.datasets import CIFAR100
 
-    def make(p, d):
-        return CIFAR100(p, train=True, download=d), CIFAR100(p, train=False, download=d)
-
-    hint = (
-        "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into {path}"
-    )
-    train, test = _load("cifar100", root, download, make, hint)
-    names = [c.replace("_", " ") for c in train.classes]
-    return TaskData("cifar100", train, test, names, TEMPLATES["cifar100"])
+    train, test = CIFAR100(p, train=True, download=d), CIFAR100(p, train=False, download=d)
+    return train, test, train.classes
 
 
-def _mnist(root: Path, download: bool) -> TaskData:
+def _mnist(p: Path, d: bool):
     from torchvision.datasets import MNIST
 
-    def make(p, d):
-        return MNIST(p, train=True, download=d), MNIST(p, train=False, download=d)
-
-    hint = (
-        "fetch the four MNIST idx .gz files (ossci-datasets.s3.amazonaws.com/mnist/) "
-        "into {path}/MNIST/raw"
-    )
-    train, test = _load("mnist", root, download, make, hint)
-    return TaskData("mnist", train, test, DIGITS, TEMPLATES["mnist"])
+    return MNIST(p, train=True, download=d), MNIST(p, train=False, download=d), DIGITS
 
 
-def _svhn(root: Path, download: bool) -> TaskData:
+def _svhn(p: Path, d: bool):
     from torchvision.datasets import SVHN
 
-    def make(p, d):
-        return SVHN(p, split="train", download=d), SVHN(p, split="test", download=d)
-
-    hint = (
-        "fetch train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/ "
-        "into {path}"
-    )
-    train, test = _load("svhn", root, download, make, hint)
-    wrap = [TargetsDataset(ds, ds.labels) for ds in (train, test)]
-    return TaskData("svhn", wrap[0], wrap[1], DIGITS, TEMPLATES["svhn"])
+    train, test = (SVHN(p, split=s, download=d) for s in ("train", "test"))
+    return TargetsDataset(train, train.labels), TargetsDataset(test, test.labels), DIGITS
 
 
-def _gtsrb(root: Path, download: bool) -> TaskData:
+def _gtsrb(p: Path, d: bool):
     from torchvision.datasets import GTSRB
 
-    def make(p, d):
-        return GTSRB(p, split="train", download=d), GTSRB(p, split="test", download=d)
-
-    hint = (
-        "fetch GTSRB_Final_Training_Images.zip, GTSRB_Final_Test_Images.zip and "
-        "GTSRB_Final_Test_GT.zip (sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370) "
-        "and extract them into {path}/gtsrb"
-    )
-    train, test = _load("gtsrb", root, download, make, hint)
-    return TaskData(
-        "gtsrb", _samples_targets(train), _samples_targets(test), GTSRB_CLASSES, TEMPLATES["gtsrb"]
-    )
+    train, test = (_samples_targets(GTSRB(p, split=s, download=d)) for s in ("train", "test"))
+    return train, test, GTSRB_CLASSES
 
 
-def _dtd(root: Path, download: bool) -> TaskData:
+def _dtd(p: Path, d: bool):
     from torchvision.datasets import DTD
 
-    def make(p, d):
-        parts = [DTD(p, split=s, partition=1, download=d) for s in ("train", "val", "test")]
-        return parts, parts[2]
-
-    hint = (
-        "fetch https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz "
-        "and extract it into {path}/dtd"
-    )
-    (train, val, test), _ = _load("dtd", root, download, make, hint)
+    train, val, test = (DTD(p, split=s, partition=1, download=d) for s in ("train", "val", "test"))
     train_val = ConcatTargets([TargetsDataset(ds, ds._labels) for ds in (train, val)])
-    return TaskData(
-        "dtd", train_val, TargetsDataset(test, test._labels), list(test.classes), TEMPLATES["dtd"]
-    )
+    return train_val, TargetsDataset(test, test._labels), test.classes
 
 
-def _eurosat(root: Path, download: bool) -> TaskData:
+def _eurosat(p: Path, d: bool):
     from torchvision.datasets import EuroSAT
 
-    def make(p, d):
-        ds = EuroSAT(p, download=d)
-        return ds, ds
-
-    hint = (
-        "fetch EuroSAT.zip (RGB, zenodo.org/records/7711810) and extract it so that "
-        "{path}/eurosat/2750/<class>/ exist"
-    )
-    full, _ = _load("eurosat", root, download, make, hint)
-    train, test = _holdout(full, 0.1)
-    names = [EUROSAT_NAMES.get(c, c) for c in full.classes]
-    return TaskData("eurosat", train, test, names, TEMPLATES["eurosat"])
+    full = EuroSAT(p, download=d)
+    # No published split in this copy: a seeded one of the published split's sizes (20 % test).
+    train, test = seeded_split(full, 0.2)
+    return train, test, full.classes
 
 
-def _resisc45(root: Path, download: bool) -> TaskData:
-    from torchvision.datasets import ImageFolder
-
-    def make(p, d):
-        ds = ImageFolder(p / "NWPU-RESISC45")
-        return ds, ds
-
-    hint = (
-        "download NWPU-RESISC45.rar (gcheng-nwpu.github.io/#Datasets) and unpack it so that "
-        "{path}/NWPU-RESISC45/<class>/<image>.jpg exist (45 class folders)"
-    )
-    full, _ = _load("resisc45", root, False, make, hint)
-    train, test = _holdout(full, 0.2)
-    names = [c.replace("_", " ") for c in full.classes]
-    return TaskData("resisc45", train, test, names, TEMPLATES["resisc45"])
-
-
-def _cars(root: Path, download: bool) -> TaskData:
+def _cars(p: Path, d: bool):
     from torchvision.datasets import StanfordCars
 
-    def make(p, d):
-        return StanfordCars(p, split="train"), StanfordCars(p, split="test")
-
-    hint = (
-        "the original Stanford Cars site is gone: get a mirror of cars_train/, cars_test/, "
-        "devkit/ and cars_test_annos_withlabels.mat and put them under {path}/stanford_cars/"
-    )
-    train, test = _load("cars", root, False, make, hint)
-    return TaskData(
-        "cars",
-        _samples_targets(train),
-        _samples_targets(test),
-        list(train.classes),
-        TEMPLATES["cars"],
-    )
+    train, test = (StanfordCars(p, split=s) for s in ("train", "test"))
+    return _samples_targets(train), _samples_targets(test), train.classes
 
 
-def _imagenet(root: Path, download: bool) -> TaskData:
+def _imagenet(p: Path, d: bool):
     from torchvision.datasets import ImageNet
 
-    def make(p, d):
-        return ImageNet(p, split="train"), ImageNet(p, split="val")
+    train, test = ImageNet(p, split="train"), ImageNet(p, split="val")
+    return train, test, [w for w in train.wnids]
 
-    hint = (
-        "register at image-net.org, download ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
-        "ILSVRC2012_devkit_t12.tar.gz and put the three files in {path}"
-    )
-    train, test = _load("imagenet", root, False, make, hint)
-    names = [synonyms[0] for synonyms in train.classes]
-    return TaskData("imagenet", train, test, names, TEMPLATES["imagenet"])
 
+_TV_HINTS = {
+    "cifar10": "fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into {path}",
+    "cifar100": "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into {path}",
+    "mnist": "fetch the four MNIST idx files into {path}/MNIST/raw",
+    "svhn": "fetch train_32x32.mat and test_32x32.mat (ufldl.stanford.edu/housenumbers) to {path}",
+    "gtsrb": "fetch the GTSRB training and final test archives into {path}/gtsrb",
+    "dtd": "fetch dtd-r1.0.1.tar.gz (robots.ox.ac.uk/~vgg/data/dtd) into {path}/dtd",
+    "eurosat": "fetch EuroSAT.zip (RGB) so that {path}/eurosat/2750/<class>/ exist",
+    "cars": "put a mirror's cars_train/, cars_test/, devkit/ under {path}/stanford_cars",
+    "imagenet": "put ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and the devkit in {path}",
+}
+
+
+def _tv(name: str, make, downloadable: bool = True) -> TorchvisionSource:
+    return TorchvisionSource(make, _TV_HINTS[name], downloadable)
+
+
+_IMAGENET_NOTE = (
+    "ILSVRC/imagenet-1k is gated: accept its terms on huggingface.co and log in with "
+    "'huggingface-cli login' first"
+)
 
 VISION_TASKS = {
     spec.name: spec
     for spec in (
-        TaskSpec("cars", "Stanford Cars", _cars, epochs=35),
-        TaskSpec("cifar10", "CIFAR-10", _cifar10, epochs=10),
-        TaskSpec("cifar100", "CIFAR-100", _cifar100, epochs=10),
-        TaskSpec("dtd", "Describable Textures", _dtd, epochs=76),
-        TaskSpec("eurosat", "EuroSAT (RGB)", _eurosat, epochs=12),
-        TaskSpec("gtsrb", "GTSRB", _gtsrb, epochs=11),
-        TaskSpec("mnist", "MNIST", _mnist, epochs=10),
-        TaskSpec("resisc45", "NWPU-RESISC45", _resisc45, epochs=15),
-        TaskSpec("svhn", "SVHN", _svhn, epochs=10),
-        TaskSpec("imagenet", "ImageNet-1k", _imagenet, epochs=10),
+        TaskSpec("cars", "Stanford Cars", epochs=35, num_classes=196,
+                 sources=(HFSource("tanganke/stanford_cars"), _tv("cars", _cars, False),
+                          FolderSource()),
+                 splits=Splits(8144, 8041), paper=Splits(8144, 8041), store_size=224,
+                 templates=TEMPLATES["cars"], names=list,
+                 licence="research use (Stanford AI Lab); the original site is gone"),
+        TaskSpec("cifar10", "CIFAR-10", epochs=10, num_classes=10,
+                 sources=(_tv("cifar10", _cifar10),
+                          HFSource("uoft-cs/cifar10", image="img"), FolderSource()),
+                 splits=Splits(50000, 10000), paper=Splits(50000, 10000),
+                 templates=TEMPLATES["cifar10"], names=_spaces,
+                 licence="no formal licence (research use)"),
+        TaskSpec("cifar100", "CIFAR-100", epochs=10, num_classes=100,
+                 sources=(_tv("cifar100", _cifar100), HFSource("tanganke/cifar100"),
+                          FolderSource()),
+                 splits=Splits(50000, 10000), paper=Splits(50000, 10000),
+                 templates=TEMPLATES["cifar100"], names=_cifar100_names,
+                 licence="no formal licence (research use)"),
+        TaskSpec("dtd", "Describable Textures", epochs=76, num_classes=47,
+                 sources=(_tv("dtd", _dtd), HFSource("tanganke/dtd"), FolderSource()),
+                 splits=Splits(3760, 1880), paper=Splits(3760, 1880), store_size=224,
+                 split_note="train+val / test of partition 1, as the task-vector code counts it",
+                 templates=TEMPLATES["dtd"], names=list,
+                 licence="research use (VGG, Oxford)"),
+        TaskSpec("eurosat", "EuroSAT (RGB)", epochs=12, num_classes=10,
+                 sources=(HFSource("timm/eurosat-rgb", train=("train", "validation")),
+                          _tv("eurosat", _eurosat), FolderSource()),
+                 splits=Splits(21600, 5400), paper=Splits(19600, 5400),
+                 split_note="no published split has the paper's 19,600 training images; timm's "
+                 "copy of the google-research split has its 5,400 test images (train = its "
+                 "train + validation); the torchvision copy gets a seeded split of those sizes",
+                 templates=TEMPLATES["eurosat"], names=_eurosat_names, licence="MIT"),
+        TaskSpec("gtsrb", "GTSRB", epochs=11, num_classes=43,
+                 sources=(_tv("gtsrb", _gtsrb), HFSource("tanganke/gtsrb"), FolderSource()),
+                 splits=Splits(26640, 12630), paper=Splits(26640, 12630), store_size=224,
+                 templates=TEMPLATES["gtsrb"], names=_fixed(GTSRB_CLASSES),
+                 licence="research use (INI, Ruhr-Universitaet Bochum); not verified"),
+        TaskSpec("mnist", "MNIST", epochs=10, num_classes=10,
+                 sources=(_tv("mnist", _mnist), HFSource("ylecun/mnist"), FolderSource()),
+                 splits=Splits(60000, 10000), paper=Splits(60000, 10000),
+                 templates=TEMPLATES["mnist"], names=_fixed(DIGITS), licence="CC BY-SA 3.0"),
+        TaskSpec("resisc45", "NWPU-RESISC45", epochs=15, num_classes=45,
+                 sources=(HFSource("tanganke/resisc45"),
+                          FolderSource("NWPU-RESISC45", holdout=(0.2, 0.6)), FolderSource()),
+                 splits=Splits(18900, 6300), paper=Splits(18900, 6300),
+                 split_note="the original NWPU-RESISC45 folder gets a seeded split of the same "
+                 "sizes (60 % train, 20 % test, 20 % unused)",
+                 templates=TEMPLATES["resisc45"], names=_spaces,
+                 licence="research use (NWPU); none stated on the copy"),
+        TaskSpec("svhn", "SVHN", epochs=10, num_classes=10,
+                 sources=(_tv("svhn", _svhn), HFSource("ufldl-stanford/svhn", "cropped_digits"),
+                          FolderSource()),
+                 splits=Splits(73257, 26032), paper=Splits(73257, 26032),
+                 templates=TEMPLATES["svhn"], names=_fixed(DIGITS), licence="non-commercial"),
+        TaskSpec("imagenet", "ImageNet-1k", epochs=10, num_classes=1000,
+                 sources=(FolderSource(".", test_dir="val"), _tv("imagenet", _imagenet, False),
+                          HFSource("ILSVRC/imagenet-1k", test=("validation",),
+                                   note=_IMAGENET_NOTE)),
+                 splits=Splits(1281167, 50000), paper=Splits(1281167, 50000), store_size=224,
+                 split_note="test = the official validation set",
+                 templates=TEMPLATES["imagenet"], names=_imagenet_names,
+                 licence="ImageNet terms of access (non-commercial research)"),
     )
-}
+}  # fmt: skip

@@ -1,0 +1,229 @@
+"""The prepared store: every split decoded once into uint8 arrays a run can memory-map.
+
+Layout, per dataset and split: ``<data-root>/prepared/<name>/<split>/`` with ``images.npy``
+(uint8 [N, H, W, 3]), ``labels.npy`` (int64 [N]), ``classes.json`` (class names, label order) and
+``meta.json`` (format version, source, revision, counts, storage size, SHA-256 of labels and
+images). Images keep their native size when every image of the dataset shares one (MNIST, CIFAR,
+SVHN, EuroSAT, RESISC45); otherwise (``size``) the shorter side is resized to ``size`` (bicubic,
+antialiased) and the centre ``size`` x ``size`` kept: exactly what the CLIP eval transform does at
+224 px, so evaluation sees the same pixels as from the raw files (README "Prepared store").
+
+A split is written into ``<split>.partial/`` and renamed when complete, so a half-written split
+never looks complete; ``progress.json`` there lets a killed ``prepare`` continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from benchmark.errors import CFBenchError
+from benchmark.io import write_atomic
+
+VERSION = 1
+SPLITS = ("train", "test")
+CHUNK = 256  # images decoded per step; progress is saved after each
+
+
+def location(root: Path, name: str) -> Path:
+    return Path(root) / "prepared" / name.replace(":", "-")
+
+
+def is_prepared(root: Path, name: str) -> bool:
+    folder = location(root, name)
+    return all((folder / s / "meta.json").is_file() for s in SPLITS)
+
+
+def refuse(name: str, file: Path, problem: str) -> CFBenchError:
+    return CFBenchError(
+        f"prepared store {file}: {problem}; run 'run_benchmark.py data prepare --force {name}' "
+        "to write it again"
+    )
+
+
+def sha256_array(array: np.ndarray, chunk: int = 4096) -> str:
+    digest = hashlib.sha256()
+    for start in range(0, len(array), chunk):
+        digest.update(np.ascontiguousarray(array[start : start + chunk]).tobytes())
+    return digest.hexdigest()
+
+
+class StoredImages(Dataset):
+    """One prepared split served as (PIL RGB image, label); ``images`` is the memory-mapped uint8
+    array (opened lazily, so DataLoader workers each map it instead of receiving a copy)."""
+
+    def __init__(self, folder: Path, labels: np.ndarray):
+        self.folder = folder
+        self.targets = [int(t) for t in labels]
+        self._images: np.ndarray | None = None
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = np.load(self.folder / "images.npy", mmap_mode="r")
+        return self._images
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return Image.fromarray(np.asarray(self.images[index])), self.targets[index]
+
+
+def _header(file: Path) -> tuple[tuple[int, ...], int]:
+    """(shape, data offset) of a .npy file without reading its data."""
+    with open(file, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+            np.lib.format.read_array_header_2_0
+        )  # fmt: skip
+        shape, _, _ = read(f)
+        return shape, f.tell()
+
+
+def read_meta(name: str, folder: Path) -> dict:
+    file = folder / "meta.json"
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as error:
+        raise refuse(name, file, f"unreadable ({type(error).__name__})") from None
+    if meta.get("version") != VERSION:
+        raise refuse(name, file, f"written by store version {meta.get('version')}, "
+                     f"this cfbench reads version {VERSION}")  # fmt: skip
+    return meta
+
+
+def open_split(name: str, folder: Path) -> tuple[StoredImages, list[str], dict]:
+    """A prepared split after the cheap checks a run makes: files present, array shapes and file
+    sizes match meta.json (a truncated file fails here), labels match their SHA-256 and the class
+    list. ``verify`` also re-hashes the images."""
+    meta = read_meta(name, folder)
+    n = meta["count"]
+    images = folder / "images.npy"
+    try:
+        shape, offset = _header(images)
+    except (OSError, ValueError) as error:
+        raise refuse(name, images, f"unreadable ({type(error).__name__})") from None
+    if shape != (n, meta["height"], meta["width"], 3):
+        raise refuse(name, images, f"shape {shape}, meta.json says {n} images of "
+                     f"{meta['height']}x{meta['width']}x3")  # fmt: skip
+    if images.stat().st_size != offset + int(np.prod(shape)):
+        raise refuse(name, images, f"{images.stat().st_size} bytes, expected "
+                     f"{offset + int(np.prod(shape))} (truncated?)")  # fmt: skip
+    try:
+        labels = np.load(folder / "labels.npy")
+        classes = json.loads((folder / "classes.json").read_text())
+    except (OSError, ValueError) as error:
+        raise refuse(
+            name, folder, f"unreadable labels or classes ({type(error).__name__})"
+        ) from None
+    if labels.shape != (n,) or sha256_array(labels) != meta["labels_sha256"]:
+        raise refuse(name, folder / "labels.npy", "labels differ from those meta.json records")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise refuse(name, folder / "labels.npy", f"labels outside 0..{len(classes) - 1}, "
+                     f"the {len(classes)} classes of classes.json")  # fmt: skip
+    return StoredImages(folder, labels), classes, meta
+
+
+def to_rgb_array(image: Image.Image, size: int | None) -> np.ndarray:
+    """uint8 [H, W, 3]: the native image, or shorter side ``size`` then centre crop (the same
+    torchvision ops the CLIP eval transform runs, so a 224 store is what it would compute)."""
+    image = image.convert("RGB")
+    if size is not None:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        image = F.center_crop(F.resize(image, size, InterpolationMode.BICUBIC), size)
+    return np.asarray(image, dtype=np.uint8)
+
+
+class _Decoded(Dataset):
+    def __init__(self, base: Dataset, size: int | None):
+        self.base, self.size = base, size
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return to_rgb_array(self.base[index][0], self.size)
+
+
+def _stack(items: list[np.ndarray]) -> list[np.ndarray]:
+    return items
+
+
+def write_split(
+    name: str, split: str, folder: Path, dataset: Dataset, classes: list[str], info: dict,
+    size: int | None, workers: int = 0, on_chunk: Callable[[int], None] | None = None,
+) -> dict:  # fmt: skip
+    """Decode ``dataset`` into ``folder`` (via ``folder.partial``, resumable); return its meta."""
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    n = len(labels)
+    if n == 0:
+        raise CFBenchError(f"dataset '{name}': its {split} split is empty")
+    first = to_rgb_array(dataset[0][0], size)
+    shape = (n, *first.shape)
+    plan = {"origin": info.get("origin"), "revision": info.get("revision"), "shape": list(shape),
+            "size": size, "labels_sha256": sha256_array(labels)}  # fmt: skip
+    partial = folder.with_name(folder.name + ".partial")
+    progress_file = partial / "progress.json"
+    done = 0
+    if progress_file.is_file():
+        saved = json.loads(progress_file.read_text())
+        if saved.get("plan") == plan and (partial / "images.npy").is_file():
+            done = int(saved["done"])
+        else:
+            shutil.rmtree(partial)
+    elif partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    mode = "r+" if done else "w+"
+    images = np.lib.format.open_memmap(partial / "images.npy", mode=mode, dtype=np.uint8,
+                                       shape=shape)  # fmt: skip
+    loader = DataLoader(_Decoded(Subset(dataset, range(done, n)), size), batch_size=CHUNK,
+                        num_workers=workers, collate_fn=_stack)  # fmt: skip
+    bar = tqdm(total=n, initial=done, desc=f"{name} {split}", unit="img", dynamic_ncols=True,
+               disable=None)  # fmt: skip
+    for batch in loader:
+        for i, array in enumerate(batch):
+            if array.shape != first.shape:
+                raise CFBenchError(
+                    f"dataset '{name}': {split} image {done + i} is {array.shape[1]}x"
+                    f"{array.shape[0]}, the first is {first.shape[1]}x{first.shape[0]}; its "
+                    "images differ in size, so its TaskSpec needs a store_size"
+                )
+        images[done : done + len(batch)] = np.stack(batch)
+        images.flush()
+        done += len(batch)
+        write_atomic(progress_file, json.dumps({"plan": plan, "done": done}))
+        bar.update(len(batch))
+        if on_chunk is not None:
+            on_chunk(done)
+    bar.close()
+    np.save(partial / "labels.npy", labels)
+    write_atomic(partial / "classes.json", json.dumps(list(classes), indent=1))
+    counts = np.bincount(labels, minlength=len(classes))
+    meta = {"version": VERSION, "dataset": name, "split": split, **info, "count": n,
+            "height": shape[1], "width": shape[2],
+            "storage": "native" if size is None else f"shorter side {size}, centre crop {size}",
+            "class_counts": counts.tolist(), "labels_sha256": plan["labels_sha256"],
+            "images_sha256": sha256_array(images), "bytes": int(images.nbytes)}  # fmt: skip
+    del images
+    write_atomic(partial / "meta.json", json.dumps(meta, indent=1))
+    progress_file.unlink()
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(partial, folder)
+    return meta
