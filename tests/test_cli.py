@@ -118,8 +118,15 @@ def test_help_explains_every_option():
         "--keep-checkpoints",
         "--micro-batch",
         "--eval-batch-size",
+        "--source",
     ):
         assert option in text
+    from benchmark.cli import build_data_parser
+
+    data_help = build_data_parser().format_help()
+    for word in ("list", "prepare", "verify", "--sequence", "--data-root", "--source", "--force",
+                 "--workers", "resumable", "exit 2"):  # fmt: skip
+        assert word in data_help, word
 
 
 def test_results_files_get_umask_permissions_not_mkstemp_0600(tmp_path):

@@ -346,3 +346,24 @@ def test_runs_record_the_data_and_match_bit_for_bit_from_the_store(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_csv(raw_dir / "records.csv"), pd.read_csv(prep_dir / "records.csv")
     )
+
+
+def test_the_readme_datasets_table_matches_the_registry():
+    from tasks.vision import VISION_TASKS
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    rows = {}
+    for line in text[text.index("## Datasets") :].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 5:
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(VISION_TASKS)
+    for name, spec in VISION_TASKS.items():
+        _, sources, ours, paper, _ = rows[name]
+        assert ours == str(spec.splits) and paper == str(spec.paper), name
+        kinds = [part.split()[0] for part in sources.split("; ")]
+        assert kinds == [s.kind for s in spec.sources], name
+        for s in spec.sources:
+            if s.kind == "hf":
+                assert f"`{s.repo}`" in sources, name
