@@ -68,12 +68,17 @@ def _can_download(src) -> bool:
 def from_raw(spec: TaskSpec, raw: Raw) -> TaskData:
     """TaskData from a source's splits: class names normalised, labels checked against them."""
     names = (spec.names or list)(raw.names)
-    check_labels(spec, names, targets_of(raw.train), targets_of(raw.test), raw.origin)
     train_t, test_t = targets_of(raw.train), targets_of(raw.test)
-    provenance = {"source": raw.origin.split(":")[0], "origin": raw.origin,
-                  "revision": raw.revision, "format": "raw", "train": len(train_t),
-                  "test": len(test_t), "labels_sha256": labels_sha256(train_t, test_t)}  # fmt: skip
+    check_labels(spec, names, train_t, test_t, raw.origin)
+    provenance = raw_provenance(raw.origin.split(":")[0], raw.origin, raw.revision, train_t, test_t)
     return TaskData(spec.name, raw.train, raw.test, names, spec.templates, provenance)
+
+
+def raw_provenance(source, origin, revision, train: list[int], test: list[int]) -> dict:
+    """What a run records of data read from its source (no image fingerprint: see prepared)."""
+    return {"source": source, "origin": origin, "revision": revision, "format": "raw",
+            "train": len(train), "test": len(test),
+            "labels_sha256": labels_sha256(train, test)}  # fmt: skip
 
 
 def check_labels(spec: TaskSpec, names: list[str], train: list[int], test: list[int], where):
@@ -123,11 +128,9 @@ def open_task(spec: TaskSpec, root: Path, download: bool = True, source: str = "
         return open_prepared(spec, root)
     if spec.build is not None:  # synthetic and .npz data make themselves
         data = spec.build(root, download)
-        train_t, test_t = targets_of(data.train), targets_of(data.test)
-        data.provenance = {"source": "npz" if spec.name.startswith("npz:") else "generated",
-                           "origin": spec.title, "revision": None, "format": "raw",
-                           "train": len(train_t), "test": len(test_t),
-                           "labels_sha256": labels_sha256(train_t, test_t)}  # fmt: skip
+        source = "npz" if spec.name.startswith("npz:") else "generated"
+        data.provenance = raw_provenance(source, spec.title, None, targets_of(data.train),
+                                         targets_of(data.test))  # fmt: skip
         return data
     return from_raw(spec, fetch_raw(spec, root, download, source))
 

@@ -11,7 +11,7 @@ import numpy as np
 from benchmark.errors import CFBenchError
 from tasks import get_task, load_task, prepared
 from tasks.base import TaskSpec
-from tasks.data import SOURCE_CHOICES, candidate_sources, size_mismatch, stored_source
+from tasks.data import candidate_sources, size_mismatch, stored_source
 
 
 def disk_size(path: Path) -> int:
@@ -83,8 +83,6 @@ def prepare(name: str, root: Path, source: str = "auto", force: bool = False, wo
         return f"{name}: already prepared in {folder}"
     if force and folder.exists():
         shutil.rmtree(folder)
-    if source not in SOURCE_CHOICES:
-        raise CFBenchError(f"unknown source '{source}'; valid: {', '.join(SOURCE_CHOICES)}")
     data = load_task(name, root, download=True, source=source)
     p = data.provenance
     info = {"source": p["source"], "origin": p["origin"], "revision": p.get("revision")}

@@ -160,8 +160,25 @@ class _Decoded(Dataset):
         return to_rgb_array(self.base[index][0], self.size)
 
 
-def _stack(items: list[np.ndarray]) -> list[np.ndarray]:
-    return items
+def _resume_point(partial: Path, plan: dict) -> int:
+    """Images already written by a killed prepare of the same plan (0: start afresh)."""
+    progress = partial / "progress.json"
+    if progress.is_file():
+        saved = json.loads(progress.read_text())
+        if saved.get("plan") == plan and (partial / "images.npy").is_file():
+            return int(saved["done"])
+    if partial.exists():
+        shutil.rmtree(partial)
+    return 0
+
+
+def _check_size(name: str, split: str, index: int, array: np.ndarray, first: np.ndarray) -> None:
+    if array.shape != first.shape:
+        raise CFBenchError(
+            f"dataset '{name}': {split} image {index} is {array.shape[1]}x{array.shape[0]}, the "
+            f"first is {first.shape[1]}x{first.shape[0]}; its images differ in size, so its "
+            "TaskSpec needs a store_size"
+        )
 
 
 def write_split(
@@ -170,60 +187,49 @@ def write_split(
 ) -> dict:  # fmt: skip
     """Decode ``dataset`` into ``folder`` (via ``folder.partial``, resumable); return its meta."""
     labels = np.asarray(dataset.targets, dtype=np.int64)
-    n = len(labels)
-    if n == 0:
+    if len(labels) == 0:
         raise CFBenchError(f"dataset '{name}': its {split} split is empty")
     first = to_rgb_array(dataset[0][0], size)
-    shape = (n, *first.shape)
+    shape = (len(labels), *first.shape)
     plan = {"origin": info.get("origin"), "revision": info.get("revision"), "shape": list(shape),
             "size": size, "labels_sha256": sha256_array(labels)}  # fmt: skip
     partial = folder.with_name(folder.name + ".partial")
-    progress_file = partial / "progress.json"
-    done = 0
-    if progress_file.is_file():
-        saved = json.loads(progress_file.read_text())
-        if saved.get("plan") == plan and (partial / "images.npy").is_file():
-            done = int(saved["done"])
-        else:
-            shutil.rmtree(partial)
-    elif partial.exists():
-        shutil.rmtree(partial)
+    done = _resume_point(partial, plan)
     partial.mkdir(parents=True, exist_ok=True)
-    mode = "r+" if done else "w+"
-    images = np.lib.format.open_memmap(partial / "images.npy", mode=mode, dtype=np.uint8,
-                                       shape=shape)  # fmt: skip
-    loader = DataLoader(_Decoded(Subset(dataset, range(done, n)), size), batch_size=CHUNK,
-                        num_workers=workers, collate_fn=_stack)  # fmt: skip
-    bar = tqdm(total=n, initial=done, desc=f"{name} {split}", unit="img", dynamic_ncols=True,
-               disable=None)  # fmt: skip
+    images = np.lib.format.open_memmap(partial / "images.npy", mode="r+" if done else "w+",
+                                       dtype=np.uint8, shape=shape)  # fmt: skip
+    loader = DataLoader(_Decoded(Subset(dataset, range(done, len(labels))), size),
+                        batch_size=CHUNK, num_workers=workers, collate_fn=list)  # fmt: skip
+    bar = tqdm(total=len(labels), initial=done, desc=f"{name} {split}", unit="img",
+               dynamic_ncols=True, disable=None)  # fmt: skip
     for batch in loader:
         for i, array in enumerate(batch):
-            if array.shape != first.shape:
-                raise CFBenchError(
-                    f"dataset '{name}': {split} image {done + i} is {array.shape[1]}x"
-                    f"{array.shape[0]}, the first is {first.shape[1]}x{first.shape[0]}; its "
-                    "images differ in size, so its TaskSpec needs a store_size"
-                )
+            _check_size(name, split, done + i, array, first)
         images[done : done + len(batch)] = np.stack(batch)
         images.flush()
         done += len(batch)
-        write_atomic(progress_file, json.dumps({"plan": plan, "done": done}))
+        write_atomic(partial / "progress.json", json.dumps({"plan": plan, "done": done}))
         bar.update(len(batch))
         if on_chunk is not None:
             on_chunk(done)
     bar.close()
-    np.save(partial / "labels.npy", labels)
-    write_atomic(partial / "classes.json", json.dumps(list(classes), indent=1))
-    counts = np.bincount(labels, minlength=len(classes))
-    meta = {"version": VERSION, "dataset": name, "split": split, **info, "count": n,
+    meta = {"version": VERSION, "dataset": name, "split": split, **info, "count": len(labels),
             "height": shape[1], "width": shape[2],
             "storage": "native" if size is None else f"shorter side {size}, centre crop {size}",
-            "class_counts": counts.tolist(), "labels_sha256": plan["labels_sha256"],
-            "images_sha256": sha256_array(images), "bytes": int(images.nbytes)}  # fmt: skip
+            "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
+            "labels_sha256": plan["labels_sha256"], "images_sha256": sha256_array(images),
+            "bytes": int(images.nbytes)}  # fmt: skip
     del images
+    _finish(partial, folder, labels, classes, meta)
+    return meta
+
+
+def _finish(partial: Path, folder: Path, labels: np.ndarray, classes: list[str], meta: dict):
+    """Write the small files, then rename the split into place: only now does it look complete."""
+    np.save(partial / "labels.npy", labels)
+    write_atomic(partial / "classes.json", json.dumps(list(classes), indent=1))
     write_atomic(partial / "meta.json", json.dumps(meta, indent=1))
-    progress_file.unlink()
+    (partial / "progress.json").unlink()
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
-    return meta

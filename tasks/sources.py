@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from benchmark.errors import CFBenchError
-from tasks.base import ConcatTargets, TargetsDataset, targets_of
+from tasks.base import TargetsDataset, targets_of
 
 KINDS = ("torchvision", "hf", "folder")
 
@@ -57,6 +57,7 @@ class TorchvisionSource:
     make: Callable[[Path, bool], tuple[Dataset, Dataset, list[str]]]
     hint: str
     downloadable: bool = True
+    origin: str = "torchvision"  # recorded as the data's origin, e.g. torchvision:DTD
     kind: ClassVar[str] = "torchvision"
 
     def describe(self, root: Path, name: str) -> str:
@@ -75,15 +76,7 @@ class TorchvisionSource:
                 raise SourceUnavailable(
                     f"download to {path} failed ({type(error).__name__}: {str(error)[:80]})"
                 ) from None
-        return Raw(train, test, list(names), f"torchvision:{type(_base(train)).__name__}")
-
-
-def _base(dataset: Dataset) -> Dataset:
-    while hasattr(dataset, "base") or hasattr(dataset, "dataset") or hasattr(dataset, "parts"):
-        dataset = getattr(dataset, "base", None) or getattr(dataset, "dataset", None) or (
-            dataset.parts[0]
-        )  # fmt: skip
-    return dataset
+        return Raw(train, test, list(names), self.origin)
 
 
 class HFImages(Dataset):
@@ -242,7 +235,3 @@ class FolderSource:
         except (FileNotFoundError, OSError) as error:
             raise SourceUnavailable(f"unreadable folder {base} ({error})") from None
         return Raw(train, test, list(names), f"folder:{base}")
-
-
-def concat(parts: Sequence[Dataset]) -> Dataset:
-    return parts[0] if len(parts) == 1 else ConcatTargets(parts)

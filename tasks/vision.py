@@ -124,7 +124,7 @@ _TV_HINTS = {
 
 
 def _tv(name: str, make, downloadable: bool = True) -> TorchvisionSource:
-    return TorchvisionSource(make, _TV_HINTS[name], downloadable)
+    return TorchvisionSource(make, _TV_HINTS[name], downloadable, f"torchvision:{name}")
 
 
 _IMAGENET_NOTE = (
