@@ -64,6 +64,21 @@ def data_command(argv: list[str]) -> int:
         return user_error(error, args.debug)
 
 
+def perf_command(argv: list[str]) -> int:
+    from benchmark.cli import build_perf_parser
+
+    args = build_perf_parser().parse_args(argv)
+    from benchmark.errors import CFBenchError
+
+    try:
+        from benchmark.perf import PerfConfig, run_perf
+
+        run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k != "debug"}))
+        return 0
+    except CFBenchError as error:
+        return user_error(error, args.debug)
+
+
 def user_error(error: Exception, debug: bool) -> int:
     """A problem the user can fix: one line on stderr (traceback only with --debug), exit 2."""
     if debug:
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_command(argv[1:])
     if argv[:1] == ["data"]:
         return data_command(argv[1:])
+    if argv[:1] == ["perf"]:
+        return perf_command(argv[1:])
     args = build_parser().parse_args(argv)
     from benchmark.errors import CFBenchError, Terminated
 

@@ -30,6 +30,7 @@ from benchmark.errors import CFBenchError
 
 FORMAT = 1
 STATE_KEYS = {"format", "stage", "records", "rng", "model", "trainer", "plugins"}
+OPTIONAL_KEYS = {"cost"}  # added within format 1: checkpoints written before it lack it
 
 
 class CheckpointError(CFBenchError):
@@ -44,6 +45,7 @@ class Checkpoint:
     model: dict[str, torch.Tensor] | None = None
     trainer: dict | None = None
     plugins: list[dict] | None = None  # [{"plugin": qualified class name, "state": ...}]
+    cost: dict | None = None  # {"stages": [...], "flops": {...}} (benchmark/cost.py)
 
 
 # -- what goes in -----------------------------------------------------------------------------
@@ -81,11 +83,16 @@ def resumable(plugin: Any) -> bool:
 
 
 def capture(
-    stage: int, records: list[dict], model: nn.Module, plugins: list, trainer
+    stage: int,
+    records: list[dict],
+    model: nn.Module,
+    plugins: list,
+    trainer,
+    cost: dict | None = None,
 ) -> Checkpoint:
     """The state of a run after stage ``stage``'s evaluation (call right after it)."""
     if stage == 0:
-        return Checkpoint(0, plain(records), rng_state())
+        return Checkpoint(0, plain(records), rng_state(), cost=cost)
     clock = {k: v for k, v in vars(trainer.clock).items() if type(v) is int}
     return Checkpoint(
         stage,
@@ -97,6 +104,7 @@ def capture(
             {"plugin": plugin_name(p), "state": p.state_dict() if resumable(p) else None}
             for p in plugins
         ],
+        cost=cost,
     )
 
 

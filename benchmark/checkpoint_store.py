@@ -22,6 +22,7 @@ from torch import nn
 
 from benchmark.checkpoint import (
     FORMAT,
+    OPTIONAL_KEYS,
     STATE_KEYS,
     Checkpoint,
     CheckpointError,
@@ -123,7 +124,8 @@ class CheckpointStore:
             raise CheckpointError(
                 f"{where} cannot be loaded ({first_line(error)}); {fix}"
             ) from None
-        if not isinstance(state, dict) or set(state) != STATE_KEYS or state["format"] != FORMAT:
+        known = isinstance(state, dict) and STATE_KEYS <= set(state) <= STATE_KEYS | OPTIONAL_KEYS
+        if not known or state["format"] != FORMAT:
             raise CheckpointError(f"{where} is not a cfbench checkpoint of format {FORMAT}; {fix}")
         if state["stage"] != meta.get("stage"):
             got, want = state["stage"], meta.get("stage")

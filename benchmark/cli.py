@@ -106,6 +106,22 @@ def _io_options(a) -> None:
         "(default: auto)",
     )
     a(
+        "--pipeline",
+        choices=["auto", "device", "pil"],
+        help="image pipeline: device (batches gathered from the prepared store's uint8 arrays, "
+        "sent as uint8 and transformed on the training device), pil (PIL transforms in loader "
+        "processes, the reference) or auto (device when every dataset of the run is prepared, "
+        "else pil) (default: auto)",
+    )
+    a(
+        "--cache-dir",
+        dest="cache",
+        metavar="DIR",
+        help="pretrained-row cache: row 0 is computed once per (model, weights, data, probe "
+        "settings) and reused by every strategy and seed; 'none' turns it off "
+        "(default: DATA_ROOT/cache/row0)",
+    )
+    a(
         "--out",
         help="results folder; each run writes OUT/<sequence>/<strategy>/seed<N>/ "
         "(default: results)",
@@ -152,6 +168,20 @@ def _training_options(a) -> None:
         "set it after running out of memory (refused where batch norms use batch statistics) "
         "(default: off)",
     )
+    a(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="arithmetic of training and feature extraction: bf16 autocast or full fp32; auto is "
+        "bf16 on a GPU and fp32 on CPU. LDIFS computes its feature distance in fp32 either way "
+        "(default: auto)",
+    )
+    a(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the encoder: the first steps of each task compile (tens of seconds), "
+        "later ones run faster on a GPU; see README 'Speed' for the measured gain (default: off)",
+    )
 
 
 def _probe_options(a) -> None:
@@ -173,8 +203,9 @@ def _probe_options(a) -> None:
         type=int,
         dest="probe_batch_size",
         metavar="N",
-        help="images per batch when extracting features for the probes (default: 256); it does "
-        "not change the protocol, so a resumed run may lower it after running out of GPU memory",
+        help="images per batch when extracting features for the probes (default: 1024 on a GPU, "
+        "256 on CPU); it does not change the protocol, so a resumed run may lower it after "
+        "running out of GPU memory",
     )
 
 
@@ -251,3 +282,11 @@ def build_data_parser() -> argparse.ArgumentParser:
     )
     a("--debug", action="store_true", help="show full tracebacks for errors")
     return p
+
+
+def build_perf_parser() -> argparse.ArgumentParser:
+    """``run_benchmark.py perf``'s options; they live in perf/cli.py, which keeps this file
+    within its size limit."""
+    from benchmark.perf.cli import perf_parser
+
+    return perf_parser()

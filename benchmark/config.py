@@ -32,6 +32,11 @@ class TrainConfig:
     # Split every batch into micro-batches of at most this many images and accumulate their
     # gradients before the one optimiser step: the same update in less GPU memory (None: off).
     micro_batch: int | None = None
+    # Arithmetic of the training and feature passes: "bf16" (autocast to bfloat16), "fp32", or
+    # "auto" (bf16 on CUDA, fp32 on CPU). LDIFS computes its tap outputs and distance in fp32
+    # either way (strategies/ldifs.py).
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the encoder (same numbers up to rounding; faster on GPU)
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,16 @@ class ProbeConfig:
     """
 
     c_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
-    max_iter: int = 100  # L-BFGS iterations per fit (warm-started along the C grid)
+    # Each L-BFGS fit (warm-started along the C grid) stops when the probe's objective fell by
+    # less than ``tol`` (relative) over its last 5 iterations: about the objective's remaining
+    # relative gap to its optimum (1e-5 keeps every fit within 1e-4 of sklearn's optimum).
+    # ``max_iter`` is only a safety cap on the iterations of one fit (ProbeResult.converged is
+    # False when a fit reached it).
+    max_iter: int = 1000
+    tol: float = 1e-5
     max_train_samples: int | None = None  # subsample the probe's train split (None: all)
     max_test_samples: int | None = None  # subsample every test split (None: all)
-    batch_size: int = 256  # feature-extraction batch size
+    batch_size: int | None = None  # feature-extraction batch (None: 1024 on CUDA, 256 on CPU)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,12 @@ class RunConfig:
     device: str = "auto"
     download: bool = True
     source: str = "auto"  # datasets: auto, torchvision, hf or folder (tasks/data.py)
+    # Images: "device" (uint8 arrays of the prepared store, transformed on the training device),
+    # "pil" (PIL transforms in loader workers, the reference) or "auto" (device when every
+    # dataset of the run is prepared and the encoder's transforms are known, else pil).
+    pipeline: str = "auto"
+    # Folder of the pretrained-row cache (None: <data-root>/cache/row0; "none": no cache).
+    cache: str | None = None
     head_init: str | None = None  # "zs" (text tower) or "lp" (probe); None: zs when possible
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -71,6 +88,15 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["data_root"], d["out"] = str(self.data_root), str(self.out)
         return d
+
+
+def autocast_dtype(precision: str, device):
+    """The dtype autocast runs in (None: full fp32) for a ``precision`` setting on ``device``."""
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 def default_data_root() -> Path:
@@ -146,12 +172,18 @@ def validate(cfg: RunConfig) -> None:
         f"--keep-checkpoints must be last or all, got '{cfg.keep_checkpoints}'",
     )
     _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
+    _check(cfg.pipeline in ("auto", "device", "pil"),
+           f"--pipeline must be auto, device or pil, got '{cfg.pipeline}'")  # fmt: skip
+    _check(cfg.source in ("auto", "torchvision", "hf", "folder"),
+           f"--source must be auto, torchvision, hf or folder, got '{cfg.source}'")  # fmt: skip
+    _check(t.precision in ("auto", "bf16", "fp32"),
+           f"--precision must be auto, bf16 or fp32, got '{t.precision}'")  # fmt: skip
     _check(
         t.batchnorm in ("train", "frozen"), f"--batchnorm must be train or frozen: {t.batchnorm}"
     )
     p = cfg.probe
     _check(
-        isinstance(p.batch_size, int) and p.batch_size >= 1,
+        p.batch_size is None or (isinstance(p.batch_size, int) and p.batch_size >= 1),
         f"--eval-batch-size must be an integer >= 1, got {p.batch_size}",
     )
     _check(len(p.c_grid) > 0 and all(c > 0 for c in p.c_grid), "probe C grid must be positive")

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from benchmark import faults
 from benchmark.config import ProbeConfig
+from benchmark.cost import timed
+from benchmark.features import FeaturePass, Transformed, extract_features
 from benchmark.probe import linear_probe, subsample, top1
+from benchmark.row0_cache import Row0Cache, tensor_digest
 from tasks.base import TaskData, targets_of, validation_split
 
 
@@ -35,49 +36,6 @@ class EvalDataset:
     task_label: int | None  # head index for tasks, None for controls
     data: TaskData
     zs_weight: torch.Tensor | None = None  # [C, D] zero-shot class weights (CLIP only)
-
-
-class Transformed(Dataset):
-    """Apply a transform to the images of a (PIL image, label) dataset, optionally on a subset."""
-
-    def __init__(self, base: Dataset, transform: Callable, indices: np.ndarray | None = None):
-        self.base, self.transform = base, transform
-        self.indices = np.arange(len(base)) if indices is None else indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        image, label = self.base[int(self.indices[i])]
-        return self.transform(image), label
-
-
-@torch.no_grad()
-def extract_features(
-    encoder: torch.nn.Module,
-    dataset: Dataset,
-    device: torch.device,
-    batch_size: int = 256,
-    workers: int = 0,
-    desc: str = "features",
-) -> torch.Tensor:
-    """Embeddings [N, D] (float32, on ``device``) in dataset order; bf16 autocast on CUDA."""
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
-    was_training = encoder.training
-    encoder.eval()
-    chunks = []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with amp:
-        for images, _ in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
-            chunks.append(encoder(images.to(device, non_blocking=True)).float())
-    encoder.train(was_training)
-    return torch.cat(chunks)
 
 
 def probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,12 +65,14 @@ class MatrixEvaluation(SupervisedPlugin):
         device: torch.device,
         task_names: list[str],
         on_stage: Callable[[int, list[dict]], None],
-        workers: int = 0,
+        features: FeaturePass,
+        row0_cache: Row0Cache | None = None,
     ):
         super().__init__()
         self.datasets, self.transform, self.probe = datasets, transform, probe
         self.device, self.task_names, self.on_stage = device, task_names, on_stage
-        self.workers = workers
+        self.features, self.row0_cache = features, row0_cache
+        self.batch_size = features.batch_size
         self.next_stage = 0  # the runner sets it past a restored checkpoint's stage
         self.busy = False  # True while a stage is being evaluated
 
@@ -125,7 +85,12 @@ class MatrixEvaluation(SupervisedPlugin):
         records = []
         self.busy = True
         for ds in self.datasets:
-            accuracies = self.evaluate_dataset(model, ds)
+            key = self._row0_key(model, ds) if stage == 0 and self.row0_cache else None
+            accuracies = self.row0_cache.get(key) if key else None
+            if accuracies is None:
+                accuracies = self.evaluate_dataset(model, ds)
+                if key:
+                    self.row0_cache.put(key, accuracies)
             faults.reached("eval")
             for kind, acc in accuracies.items():
                 records.append(
@@ -143,36 +108,34 @@ class MatrixEvaluation(SupervisedPlugin):
         self.on_stage(stage, records)
         return records
 
+    def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
+        head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
+        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight),
+                 "head": tensor_digest(*(head.weight, head.bias, head.scale) if head else [None]),
+                 "pipeline": "device" if self.features.pipeline else "pil",
+                 "autocast": str(self.features.autocast),
+                 "transform": repr(self.transform)}  # fmt: skip
+        return self.row0_cache.key(ds.name, ds.data.provenance, extra)
+
     def evaluate_dataset(self, model: torch.nn.Module, ds: EvalDataset) -> dict[str, float]:
         encoder = model.encoder
         n_train = len(ds.data.train)
         idx, val_mask = probe_split(n_train, self.probe.max_train_samples)
-        kw = dict(device=self.device, batch_size=self.probe.batch_size, workers=self.workers)
-        train_f = extract_features(
-            encoder,
-            Transformed(ds.data.train, self.transform, idx),
-            desc=f"features {ds.name} train",
-            **kw,
-        )
         test_idx = subsample(len(ds.data.test), self.probe.max_test_samples)
-        test_f = extract_features(
+        features = extract_features(
             encoder,
-            Transformed(ds.data.test, self.transform, test_idx),
-            desc=f"features {ds.name} test",
-            **kw,
-        )
+            [Transformed(ds.data.train, self.transform, idx),
+             Transformed(ds.data.test, self.transform, test_idx)],
+            desc=f"features {ds.name}", **self.features.kwargs(),
+        )  # fmt: skip
+        train_f, test_f = features[: len(idx)], features[len(idx) :]
         train_y = torch.as_tensor(np.asarray(targets_of(ds.data.train))[idx], device=self.device)
         test_y = torch.as_tensor(np.asarray(targets_of(ds.data.test))[test_idx], device=self.device)
-        result = linear_probe(
-            train_f,
-            train_y,
-            torch.as_tensor(val_mask, device=self.device),
-            test_f,
-            test_y,
-            ds.data.num_classes,
-            self.probe.c_grid,
-            self.probe.max_iter,
-        )
+        with timed(self.features.cost, "probe"):
+            mask = torch.as_tensor(val_mask, device=self.device)
+            p = self.probe
+            result = linear_probe(train_f, train_y, mask, test_f, test_y, ds.data.num_classes,
+                                  p.c_grid, p.max_iter, tol=p.tol)  # fmt: skip
         out = {"lp": result.accuracy}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T

@@ -69,6 +69,13 @@ class Encoder:
     text: TextTower | None = None
 
 
+def image_size(encoder: Encoder) -> tuple[int, int]:
+    """The (height, width) of the images the encoder sees: its eval transform's output."""
+    from PIL import Image
+
+    return tuple(encoder.eval_transform(Image.new("RGB", (97, 89))).shape[-2:])
+
+
 def vit_taps(visual: nn.Module) -> list[nn.Module]:
     """LDIFS taps of an open_clip VisionTransformer: ``ln_pre`` and every L/4-th block."""
     blocks = list(visual.transformer.resblocks)

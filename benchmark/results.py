@@ -133,8 +133,9 @@ class RunResults:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.records, columns=RECORD_COLUMNS)
 
-    def finish(self) -> dict[str, Any]:
-        """Compute and write metrics.json from the matrices (LP is the headline)."""
+    def finish(self, cost: dict | None = None) -> dict[str, Any]:
+        """Compute and write metrics.json from the matrices (LP is the headline), with what the
+        run cost (benchmark/cost.py)."""
         frame = self.frame()
         out: dict[str, Any] = {"units": "accuracy in percent", "definitions": metrics.DEFINITIONS}
         last = len(self.tasks)
@@ -144,5 +145,7 @@ class RunResults:
                 continue
             m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
             out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns))
+        if cost is not None:
+            out["cost"] = cost
         write_json(self.folder / "metrics.json", out)
         return out

@@ -14,17 +14,19 @@ from tqdm.auto import tqdm
 
 from benchmark.checkpoint import Checkpoint, capture, plugin_name, restore, resumable
 from benchmark.checkpoint_store import CheckpointStore, weights_digest
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, autocast_dtype
+from benchmark.cost import Cost, flops_per_image
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
-from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder
+from benchmark.features import FeaturePass
+from benchmark.feeding import choose_pipeline, device_loaders, load_data, row0_cache
+from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder, image_size
 from benchmark.results import RunResults, matrix, run_dir
 from benchmark.streams import build_stream
 from benchmark.trainer import NonFiniteLossError, Trainer, default_workers, resolve_device
 from strategies import StrategyContext, resolve
 from strategies.lp_ft import LPInitPlugin
-from tasks import SequenceSpec, TaskData, get_task, load_task
-from tasks.data import size_mismatch
+from tasks import SequenceSpec, TaskData
 
 
 def seed_everything(seed: int) -> None:
@@ -70,8 +72,9 @@ def eval_datasets(sequence: SequenceSpec, data: dict[str, TaskData], encoder: En
 # "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
 # "source" only says where to look: the data itself is compared as config.json's "data".
 EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
-                  "sequence", "strategy_args")  # fmt: skip
-EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("probe", "batch_size"))
+                  "sequence", "strategy_args", "cache")  # fmt: skip
+EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("train", "compile"),
+                         ("probe", "batch_size"))  # fmt: skip
 
 
 def run_settings(config: dict) -> dict:
@@ -92,8 +95,11 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     make_plugins = resolve(cfg.strategy, cfg.strategy_args)
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
     head_init = choose_head_init(cfg, encoder)
+    pipeline = choose_pipeline(cfg, encoder, data)
     epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
     config = {**cfg.to_dict(), "strategy_config": make_plugins.settings, "head_init": head_init,
+              "pipeline": "device" if pipeline else "pil",
+              "precision_used": "bf16" if autocast_dtype(cfg.train.precision, device) else "fp32",
               "initial_weights": weights_digest(encoder.module), "sequence_spec": {
         "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
         "epochs": dict(zip(sequence.tasks, epochs, strict=True))},
@@ -104,7 +110,8 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
     complete = resume is not None and resume.stage == len(sequence.tasks)
     # Built before the run folder is touched, so that a setting it refuses changes nothing there.
     session = None if complete else build_session(
-        cfg, sequence, data, encoder, head_init, make_plugins, device
+        cfg, sequence, data, encoder, head_init, make_plugins, device, pipeline,
+        row0_cache(cfg, config, device),
     )  # fmt: skip
     if cfg.fresh:
         store.clear()
@@ -118,21 +125,13 @@ def run(cfg: RunConfig, sequence: SequenceSpec, log=print) -> Path:
         results.write()
     if complete:
         log(f"{folder} is already complete (--fresh runs it again)")
+        cost = Cost(device, (resume.cost or {}).get("stages"))
+        cost.flops = (resume.cost or {}).get("flops")
     else:
         train_stages(session, epochs, store, results, resume, log, cfg.fresh)
-    print_summary(results, log, time.time() - started)
+        cost = session.cost
+    print_summary(results, log, time.time() - started, cost.summary())
     return folder
-
-
-def load_data(names: list[str], cfg: RunConfig, log) -> dict[str, TaskData]:
-    """Every dataset of the run, each checked (sizes, labels, a prepared store's files); a split
-    that is not the dataset's fixed one is said once, since its results are not comparable."""
-    data = {n: load_task(n, cfg.data_root, cfg.download, cfg.source) for n in names}
-    for n, d in data.items():
-        note = size_mismatch(get_task(n), d)
-        if note:
-            log(f"note: {note}; results on it are not comparable with the paper's")
-    return data
 
 
 @dataclass
@@ -145,15 +144,19 @@ class Session:
     trainer: Trainer
     stream: object  # Avalanche benchmark with .train_stream
     pending: list[list[dict]]  # records of the stage just evaluated, until committed
+    cost: Cost  # images, FLOPs and seconds per stage (metrics.json "cost")
 
 
-def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device) -> Session:
+def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device, pipeline,
+                  cache) -> Session:  # fmt: skip
     tasks = [data[n] for n in sequence.tasks]
     if encoder.text is not None:
         encoder.text.to(device)
     # On the training device before the plugins are built: their copies (a pretrained anchor,
     # a restored LwF teacher) must live where the model trains.
     model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init)).to(device)
+    if cfg.train.compile:  # in place: parameter names (checkpoints, anchors, taps) stay as they are
+        encoder.module.compile()
     evals = eval_datasets(sequence, data, encoder)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
@@ -164,20 +167,27 @@ def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device)
         lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
         tqdm.write(f"stage {stage} ({records[0]['stage_task']}): LP {lp}")
 
-    context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks)
+    cost = Cost(device)
+    cost.flops = flops_per_image(encoder.module, image_size(encoder), device)
+    features = FeaturePass(device, cfg.probe.batch_size or FeaturePass.default_batch(device),
+                           default_workers(cfg.train, device), pipeline,
+                           autocast_dtype(cfg.train.precision, device), cost)  # fmt: skip
+    context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks, features)
     plugins = make_plugins(context)  # built from the pretrained model, before any restore
     if head_init == "lp" and cfg.strategy != "lp_ft":  # lp_ft initialises the heads itself
         plugins.insert(0, LPInitPlugin(context))
-    workers = default_workers(cfg.train, device)
     evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
-                                  list(sequence.tasks), on_stage, workers=workers)  # fmt: skip
+                                  list(sequence.tasks), on_stage, features, cache)  # fmt: skip
     # The evaluation plugin goes last so it sees what every strategy plugin did after a task.
     trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=[*plugins, evaluation],
                       task_names=list(sequence.tasks))  # fmt: skip
+    trainer.cost = cost
+    if pipeline is not None:
+        trainer.device_loader = device_loaders(tasks, cfg, pipeline, device, trainer)
     stream = build_stream(
         tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
     )
-    return Session(model, plugins, evaluation, trainer, stream, pending)
+    return Session(model, plugins, evaluation, trainer, stream, pending, cost)
 
 
 def train_stages(
@@ -196,7 +206,8 @@ def train_stages(
     def commit(stage: int) -> None:
         results.append(s.pending.pop())
         try:
-            store.save(capture(stage, results.records, s.model, s.plugins, s.trainer))
+            cost = {"stages": s.cost.close_stage(stage), "flops": s.cost.flops}
+            store.save(capture(stage, results.records, s.model, s.plugins, s.trainer, cost))
             done.stage = stage
             results.write()
         except OSError as error:  # e.g. a full disk: checkpoints are model-sized
@@ -219,10 +230,11 @@ def train_stages(
         else:
             restore(resume, s.model, s.plugins, s.trainer, f"checkpoint {store.path(resume.stage)}")
             s.evaluation.next_stage = resume.stage + 1
+            s.cost.stages = list((resume.cost or {}).get("stages", []))
             results.note_resume(resume.stage, {
                 "device": str(s.trainer.device), "workers": s.trainer.workers,
                 "micro_batch": s.trainer.cfg.micro_batch,
-                "eval_batch_size": s.evaluation.probe.batch_size})  # fmt: skip
+                "eval_batch_size": s.evaluation.batch_size})  # fmt: skip
             log(f"resuming {results.folder} after stage {resume.stage} "
                 f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)")  # fmt: skip
         for t in range(done.stage, len(tasks)):
@@ -266,7 +278,7 @@ class Progress:
                 if self.evaluation.busy
                 else f"preparing task '{task}' (e.g. the feature pass of its LP-init probe)"
             )
-            half = max(1, self.evaluation.probe.batch_size // 2)
+            half = max(1, self.evaluation.batch_size // 2)
             return (f"GPU out of memory while {what}; {self.rerun()} with --eval-batch-size "
                     f"{half}, which resumes ({self.saved()})")  # fmt: skip
         b, micro = self.trainer.cfg.batch_size, self.trainer.cfg.micro_batch
@@ -286,8 +298,8 @@ class Progress:
                 f"batches of {b} ({self.saved()})")  # fmt: skip
 
 
-def print_summary(results: RunResults, log, seconds: float) -> None:
-    summary = results.finish().get("lp", {})
+def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
+    summary = results.finish(cost).get("lp", {})
     lp = matrix(results.frame(), "lp", results.columns)
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -21,7 +22,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark import faults
-from benchmark.config import TrainConfig
+from benchmark.config import TrainConfig, autocast_dtype
+from benchmark.cost import Cost
 from benchmark.errors import CFBenchError
 
 
@@ -65,6 +67,32 @@ class NonFiniteLossError(CFBenchError):
     pass
 
 
+SYNC_EVERY = 25  # training steps between host reads of the loss (progress bar, finite check)
+
+
+class LossWatch:
+    """The last loss and the first non-finite one (value, step), kept on the device so that a
+    training step does not wait for the GPU; ``read`` synchronises once."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.last: torch.Tensor | None = None
+        self.bad = torch.tensor([math.nan, -1.0], device=device)  # (value, step); step -1: none
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        """Remember ``loss`` (of a batch or micro-batch) if it is the first non-finite one."""
+        loss = loss.float().reshape(())
+        first = torch.logical_and(~torch.isfinite(loss), self.bad[1] < 0)
+        entry = torch.stack([loss, torch.tensor(float(step), device=self.device)])
+        self.bad = torch.where(first, entry, self.bad)
+
+    def read(self) -> tuple[float | None, tuple[float, int] | None]:
+        value, step = self.bad.tolist()
+        last = None if self.last is None else float(self.last)
+        self.bad = torch.tensor([math.nan, -1.0], device=self.device)
+        return last, (None if step < 0 else (value, int(step)))
+
+
 class Trainer(SupervisedTemplate):
     """SupervisedTemplate with the fine-tuning protocol of DESIGN.md section 3."""
 
@@ -77,7 +105,9 @@ class Trainer(SupervisedTemplate):
         plugins: Sequence[SupervisedPlugin] = (),
         task_names: Sequence[str] = (),
     ):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused: one kernel for the whole update on CUDA (the same arithmetic as the loop)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      fused=device.type == "cuda")  # fmt: skip
         super().__init__(  # keyword-only, as Avalanche asks of its templates
             model=model,
             optimizer=optimizer,
@@ -103,6 +133,16 @@ class Trainer(SupervisedTemplate):
         # e.g. an LP-init probe), "training", "finishing" (after_training_exp, e.g. EWC's pass).
         self.phase = "idle"
         self._bar = None
+        # Task index -> training batches from the prepared store on the device (pipeline.py);
+        # None: Avalanche's DataLoader over the PIL transforms.
+        self.device_loader = None
+        # Autocast dtype of the forward, criterion and plugin losses (None: fp32). A plugin that
+        # sets ``fp32_forward`` (LDIFS: its distance must not be bf16 rounding) runs them in fp32.
+        wants_fp32 = any(getattr(p, "fp32_forward", False) for p in self.plugins)
+        self.autocast = None if wants_fp32 else autocast_dtype(cfg.precision, device)
+        self._loss_watch = LossWatch(device)
+        self.cost: Cost | None = None  # the run's (benchmark/cost.py); None: not counted
+        self._epoch_started = 0.0
 
     def batch_statistics(self) -> bool:
         """True when training normalises with batch statistics (batch norms not frozen)."""
@@ -114,6 +154,11 @@ class Trainer(SupervisedTemplate):
         """Fine-tune on one experience for ``epochs`` epochs."""
         self.train_epochs = epochs
         self.train(experience, num_workers=self.workers, persistent_workers=self.workers > 0)
+
+    def make_train_dataloader(self, **kwargs):
+        if self.device_loader is None:
+            return super().make_train_dataloader(**kwargs)
+        self.dataloader = self.device_loader(self.experience.current_experience)
 
     def make_optimizer(self, **kwargs):
         # Each task starts from fresh AdamW moments, as the papers' per-task scripts do.
@@ -168,8 +213,8 @@ class Trainer(SupervisedTemplate):
 
     # -- autocast around everything that builds the loss --------------------------------------
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.autocast is not None:
+            return torch.autocast(self.device.type, dtype=self.autocast)
         return contextlib.nullcontext()
 
     def forward(self):
@@ -185,13 +230,22 @@ class Trainer(SupervisedTemplate):
             super()._before_backward(**kwargs)
 
     def backward(self):
-        if self.is_training and not torch.isfinite(self.loss):
-            name = self._task_name()
-            raise NonFiniteLossError(
-                f"loss became {self.loss.item()} on task '{name}' at step "
-                f"{self.clock.train_exp_iterations}; lower --lr or the strategy's weight"
-            )
+        if self.is_training:  # on the device: no host synchronisation per step
+            self._loss_watch.check(self.loss.detach(), self.clock.train_exp_iterations)
         super().backward()
+
+    def _check_loss(self) -> None:
+        """Read the loss watch (a host synchronisation): the progress bar's loss, and the error
+        for a loss that was not finite, naming the first such step."""
+        last, bad = self._loss_watch.read()
+        if bad is not None:
+            value, step = bad
+            raise NonFiniteLossError(
+                f"loss became {value} on task '{self._task_name()}' at step {step}; lower --lr "
+                "or the strategy's weight"
+            )
+        if last is not None and self._bar is not None:
+            self._bar.set_postfix(loss=f"{last:.3f}", refresh=False)
 
     def optimizer_step(self):
         if self.cfg.grad_clip > 0:
@@ -225,12 +279,24 @@ class Trainer(SupervisedTemplate):
         self._bar = tqdm(
             total=len(self.dataloader), desc=desc, leave=False, dynamic_ncols=True, disable=None
         )
+        self._epoch_started = time.perf_counter()
 
     def _after_training_iteration(self, **kwargs):
         super()._after_training_iteration(**kwargs)
+        self._loss_watch.last = self.loss.detach()  # the whole batch's (micro-batches summed)
+        if self.cost is not None:
+            n = len(self.mbatch[0])
+            self.cost.count("images_trained", n)
+            # frozen forwards per image that plugins run (LDIFS's reference, LwF's teacher)
+            frozen = sum(getattr(p, "reference_forwards", 0) for p in self.plugins)
+            self.cost.count("reference_forwards", n * frozen)
         self._bar.update(1)
-        self._bar.set_postfix(loss=f"{self.loss.item():.3f}", refresh=False)
+        if self.clock.train_exp_iterations % SYNC_EVERY == 0:
+            self._check_loss()
 
     def _after_training_epoch(self, **kwargs):
+        self._check_loss()  # the epoch's last steps, before anything after it runs
+        if self.cost is not None:  # _check_loss synchronised: the epoch's work is done
+            self.cost.current["seconds"]["train"] += time.perf_counter() - self._epoch_started
         super()._after_training_epoch(**kwargs)
         self._bar.close()

@@ -34,6 +34,7 @@ class StrategyContext:
     train: TrainConfig
     probe: ProbeConfig
     tasks: list  # TaskData of the sequence's tasks, in order
+    features: Any = None  # benchmark.features.FeaturePass of the run (None: fp32, no pipeline)
 
 
 @dataclass(frozen=True)

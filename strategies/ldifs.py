@@ -46,6 +46,11 @@ class Config:
 
 
 class LDIFSPlugin(SupervisedPlugin):
+    # The trainer runs the forward, the reference's and the loss in fp32 even under bf16: in bf16
+    # the distance after a 1 % weight change is mostly rounding (README "Precision").
+    fp32_forward = True
+    reference_forwards = 1  # the frozen reference runs on every training image (cost.py)
+
     def __init__(self, encoder: nn.Module, taps: list[nn.Module], config: Config):
         super().__init__()
         self.config = config

@@ -21,7 +21,9 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
 from benchmark.config import ProbeConfig
-from benchmark.evaluation import Transformed, extract_features, probe_split
+from benchmark.cost import timed
+from benchmark.evaluation import probe_split
+from benchmark.features import FeaturePass, Transformed, extract_features
 from benchmark.probe import linear_probe
 from strategies.common import preserve_rng
 from tasks.base import TaskData, targets_of
@@ -37,23 +39,19 @@ def fit_probe_head(
     data: TaskData,
     transform,
     probe: ProbeConfig,
-    device: torch.device,
-    workers: int = 0,
+    features: FeaturePass,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W [C, D], b [C]) of the linear probe on ``encoder``'s features of ``data.train``."""
     idx, val_mask = probe_split(len(data.train), probe.max_train_samples)
-    with preserve_rng(device):  # the probe's data pass must not shift the training RNG
-        x = extract_features(
-            encoder,
-            Transformed(data.train, transform, idx),
-            device,
-            probe.batch_size,
-            workers,
-            desc=f"LP-FT probe {data.name}",
-        )
+    with preserve_rng(features.device):  # the probe's data pass must not shift the training RNG
+        x = extract_features(encoder, Transformed(data.train, transform, idx),
+                             desc=f"LP-FT probe {data.name}", **features.kwargs())  # fmt: skip
+    device = features.device
     y = torch.as_tensor(np.asarray(targets_of(data.train))[idx], device=device)
     mask = torch.as_tensor(val_mask, device=device)
-    result = linear_probe(x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter)
+    with timed(features.cost, "probe"):
+        result = linear_probe(x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter,
+                              tol=probe.tol)  # fmt: skip
     return result.weight, result.bias
 
 
@@ -65,18 +63,11 @@ def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor, scale: f
     head.scale.fill_(scale)
 
 
-def lp_init_head(
-    model: nn.Module,
-    task: int,
-    data: TaskData,
-    transform,
-    probe: ProbeConfig,
-    device: torch.device,
-    workers: int = 0,
-) -> None:
+def lp_init_head(model: nn.Module, task: int, data: TaskData, transform, probe: ProbeConfig,
+                 features: FeaturePass) -> None:  # fmt: skip
     """LP-initialise ``model.heads[str(task)]`` from ``model.encoder`` (reusable: encoders without
     a text tower need LP-initialised heads)."""
-    weight, bias = fit_probe_head(model.encoder, data, transform, probe, device, workers)
+    weight, bias = fit_probe_head(model.encoder, data, transform, probe, features)
     set_head(model.heads[str(task)], weight, bias, scale=1.0)
 
 
@@ -90,15 +81,11 @@ class LPInitPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
         t = strategy.experience.task_label  # = the task's index in the sequence (streams.py)
         c = self.context
-        lp_init_head(
-            strategy.model,
-            t,
-            c.tasks[t],
-            c.encoder.eval_transform,
-            c.probe,
-            strategy.device,
+        features = c.features or FeaturePass(
+            strategy.device, c.probe.batch_size or FeaturePass.default_batch(strategy.device),
             kwargs.get("num_workers", 0),
-        )
+        )  # fmt: skip
+        lp_init_head(strategy.model, t, c.tasks[t], c.encoder.eval_transform, c.probe, features)
 
     def state_dict(self) -> dict:
         """Empty: the plugin keeps nothing between tasks (the fitted heads are in the model)."""

@@ -39,6 +39,11 @@ class CheckpointableLwF(LwFPlugin):
         super().__init__(alpha=alpha, temperature=temperature)
         self.model = model  # the live model: the architecture a loaded teacher is rebuilt from
 
+    @property
+    def reference_forwards(self) -> int:
+        """Teacher forwards per training image (benchmark/cost.py): none on the first task."""
+        return int(self.lwf.prev_model is not None)
+
     def after_training_exp(self, strategy, **kwargs):
         super().after_training_exp(strategy, **kwargs)
         freeze(self.lwf.prev_model)  # Avalanche's copy is still in train mode, with gradients

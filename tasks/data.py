@@ -131,6 +131,9 @@ def open_task(spec: TaskSpec, root: Path, download: bool = True, source: str = "
         source = "npz" if spec.name.startswith("npz:") else "generated"
         data.provenance = raw_provenance(source, spec.title, None, targets_of(data.train),
                                          targets_of(data.test))  # fmt: skip
+        # In-memory arrays, small: their hash fingerprints the pixels (the row-0 cache's key).
+        data.provenance["images_sha256"] = [prepared.sha256_array(d.images)
+                                            for d in (data.train, data.test)]  # fmt: skip
         return data
     return from_raw(spec, fetch_raw(spec, root, download, source))
 

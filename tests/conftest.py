@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -16,3 +17,16 @@ def tiny_encoder():
     from benchmark.model import build_encoder
 
     return build_encoder("cfbench-tiny-vit", "none")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_data_root(tmp_path_factory):
+    """Runs that name no --data-root use one of the test session's own, so the pretrained-row
+    cache (DATA_ROOT/cache/row0) is never written to the user's home."""
+    old = os.environ.get("CFBENCH_DATA")
+    os.environ["CFBENCH_DATA"] = str(tmp_path_factory.mktemp("data_root"))
+    yield
+    if old is None:
+        del os.environ["CFBENCH_DATA"]
+    else:
+        os.environ["CFBENCH_DATA"] = old

@@ -226,12 +226,12 @@ def test_gpu_out_of_memory_while_evaluating_resumes_with_a_smaller_eval_batch(
 
     def extract_then_oom(*args, **kwargs):
         calls.append(kwargs.get("batch_size"))
-        if len(calls) == 13:  # stage 2: 3 datasets x (train, test) features per stage
+        if len(calls) == 7:  # stage 2: one pass (train and test) per dataset, 3 per stage
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return extract(*args, **kwargs)
 
     monkeypatch.setattr(evaluation, "extract_features", extract_then_oom)
-    argv = ["--sequence", str(mini), "--out", str(tmp_path)]
+    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--cache-dir", "none"]
     assert main(argv) == 2
     message = one_line_error(capsys)
     folder = tmp_path / "mini" / "ft" / "seed0"

@@ -367,3 +367,15 @@ def test_the_readme_datasets_table_matches_the_registry():
         for s in spec.sources:
             if s.kind == "hf":
                 assert f"`{s.repo}`" in sources, name
+
+
+def test_pipeline_device_on_data_read_image_by_image_is_one_line(resisc_hf, tmp_path, capsys):
+    sequence = tmp_path / "r.yaml"
+    sequence.write_text("tasks: [resisc45]\ncontrols: []\n"
+                        "defaults: {model: resnet20-cifar, pretrained: none}\n")  # fmt: skip
+    argv = ["--sequence", str(sequence), "--data-root", str(resisc_hf), "--out", str(tmp_path)]
+    assert main([*argv, "--pipeline", "device"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # datasets' progress bars, then the error
+    assert err[-1:] == ["error: --pipeline device: resisc45 not in the prepared store (run "
+                   "'run_benchmark.py data prepare resisc45'); or use --pipeline pil"]  # fmt: skip
+    assert not (tmp_path / "r").exists()

@@ -3,8 +3,12 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
-from benchmark.probe import accuracy, fit_logreg, linear_probe, subsample
+import benchmark.probe as probe
+import benchmark.probe_solver as probe_solver
+from benchmark.config import ProbeConfig
+from benchmark.probe import accuracy, fit_logreg, fit_path, linear_probe, subsample
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,7 @@ def test_linear_probe_sweep_picks_validation_best_and_matches_sklearn(problem):
     ref = LogisticRegression(C=best, max_iter=10000).fit(xtr, ytr)
     assert abs(res.accuracy - ref.score(xte, yte)) <= 0.01
     assert res.weight.shape == (6, 32) and res.bias.shape == (6,)
+    assert res.c_at_edge == (best in (min(grid), max(grid))) and res.converged
 
 
 def test_probe_normalises_features():
@@ -78,3 +83,145 @@ def test_subsample():
     s = subsample(1000, 100)
     assert len(s) == 100 and len(set(s)) == 100 and list(s) == sorted(s)
     np.testing.assert_array_equal(s, subsample(1000, 100))
+
+
+# --- convergence to sklearn's optimum ----------------------------------------------------------
+# A problem where weak regularisation matters: at C >= 1e3 the probe separates 99 % of the train
+# split, the weights are large and a fixed iteration count used to stop far from the optimum.
+
+GAP = 1e-4  # the relative objective gap to sklearn's optimum every fit must be within
+
+
+def objective(x, y, w, b, c):
+    """sklearn's LogisticRegression(C) objective divided by C * n, in float64 numpy."""
+    x, w, b = (np.asarray(a, dtype=np.float64) for a in (x, w, b))
+    z = x @ w.T + b
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    return (lse - z[np.arange(len(y)), y]).mean() + (w * w).sum() / (2 * c * len(y))
+
+
+@pytest.fixture(scope="module")
+def hard():
+    x, y = make_classification(
+        n_samples=3000,
+        n_features=64,
+        n_informative=32,
+        n_classes=10,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=1,
+    )
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:2400], y[:2400], x[2400:], y[2400:]
+
+
+_REFERENCE = {}
+
+
+def sklearn_optimum(x, y, c):
+    """sklearn's multinomial lbfgs run to convergence (cached: several tests share a fit)."""
+    key = (x.shape, x.tobytes(), c)
+    if key not in _REFERENCE:
+        with threadpool_limits(1):  # sklearn's threads contend on a small machine: 20x slower
+            ref = LogisticRegression(C=c, tol=1e-12, max_iter=100_000).fit(x, y)
+        _REFERENCE[key] = (ref.coef_, ref.intercept_)
+    return _REFERENCE[key]
+
+
+def assert_at_optimum(x, y, w, b, c, others=()):
+    rw, rb = sklearn_optimum(x, y, c)
+    ours, best = objective(x, y, w, b, c), objective(x, y, rw, rb, c)
+    assert (ours - best) / best <= GAP, (c, ours, best)
+    for pts in (x, *others):  # the same classifier, not only the same objective
+        agree = ((pts @ np.asarray(w, np.float64).T + np.asarray(b)).argmax(1)
+                 == (pts @ rw.T + rb).argmax(1)).mean()  # fmt: skip
+        assert agree >= 0.99, (c, agree)
+
+
+@pytest.mark.parametrize("c", [0.1, 10.0, 1000.0, 10000.0])
+def test_fit_reaches_sklearn_optimum(hard, c):
+    xtr, ytr, xte, _ = hard
+    w, b = fit_logreg(torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr), 10, c)
+    assert_at_optimum(xtr, ytr, w.numpy(), b.numpy(), c, [xte])
+
+
+def test_path_reaches_sklearn_optimum_at_every_c_of_the_default_grid(hard):
+    xtr, ytr, xte, _ = hard
+    grid = ProbeConfig().c_grid
+    path = fit_path(torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr), 10, grid[::-1])
+    assert [p.c for p in path] == sorted(grid)  # ascending, whatever the order given
+    for p in path:
+        assert p.converged
+        assert_at_optimum(xtr, ytr, p.weight.numpy(), p.bias.numpy(), p.c, [xte])
+
+
+def test_linear_probe_refit_reaches_sklearn_optimum(hard):
+    xtr, ytr, xte, yte = hard
+    val = np.zeros(len(ytr), dtype=bool)
+    val[::5] = True
+    t = torch.tensor
+    grid = (1.0, 1000.0, 10000.0)
+    res = linear_probe(t(xtr), t(ytr), t(val), t(xte), t(yte), 10, grid, 1000)  # positional cap
+    assert res.converged
+    assert_at_optimum(xtr, ytr, res.weight.numpy(), res.bias.numpy(), res.best_c, [xte])
+
+
+def test_c_at_edge():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    val = torch.zeros(400, dtype=torch.bool)
+    val[:100] = True
+    # an easy problem: the weakest penalty of a strong-penalty grid wins, at the edge
+    res = linear_probe(x, y, val, x, y, 2, (1e-4, 1e-3, 1e-2))
+    assert res.best_c == 1e-2 and res.c_at_edge
+    assert not linear_probe(x, y, val, x, y, 2, (1.0,)).c_at_edge  # one C is no grid
+
+
+def test_float32_stall_is_finished_in_float64(hard, monkeypatch):
+    # tol=0 can only end in float32 by a stalled line search; the fit goes on in float64
+    dtypes = []
+    problem_cls = probe_solver.Problem
+
+    class Recording(problem_cls):
+        def __init__(self, x, y, k, dtype, *args):
+            dtypes.append(dtype)
+            super().__init__(x, y, k, dtype, *args)
+
+    monkeypatch.setattr(probe, "Problem", Recording)  # float32, in fit_path
+    monkeypatch.setattr(probe_solver, "Problem", Recording)  # the float64 finish, in solve
+    xtr, ytr, _, _ = hard
+    x32 = torch.tensor(xtr[:600], dtype=torch.float32)
+    w, b = fit_logreg(x32, torch.tensor(ytr[:600]), 10, 100.0, max_iter=400, tol=0.0)
+    assert dtypes == [torch.float32, torch.float64]
+    assert w.dtype == torch.float32
+    rw, rb = sklearn_optimum(xtr[:600], ytr[:600], 100.0)
+    best = objective(xtr[:600], ytr[:600], rw, rb, 100.0)
+    assert objective(xtr[:600], ytr[:600], w.numpy(), b.numpy(), 100.0) <= best * (1 + 1e-6)
+
+
+def test_fit_logreg_warm_start_at_the_optimum_stays_there(hard):
+    xtr, ytr, _, _ = hard
+    x, y = torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr)
+    w, b = fit_logreg(x, y, 10, 10.0)
+    w2, b2 = fit_logreg(x, y, 10, 10.0, 1000, (w, b))
+    assert objective(xtr, ytr, w2.numpy(), b2.numpy(), 10.0) <= objective(
+        xtr, ytr, w.numpy(), b.numpy(), 10.0
+    ) * (1 + 1e-6)
+
+
+def test_probe_config_defaults_are_the_probe_defaults():
+    # callers that pass only max_iter get the configured tolerance
+    assert ProbeConfig().tol == probe.TOL and ProbeConfig().max_iter == probe.MAX_ITER
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_probe_on_gpu_matches_cpu(hard):
+    xtr, ytr, xte, yte = hard
+    val = torch.zeros(len(ytr), dtype=torch.bool)
+    val[::5] = True
+    args = [torch.tensor(xtr), torch.tensor(ytr), val, torch.tensor(xte), torch.tensor(yte)]
+    cpu = linear_probe(*args, 10, (1.0, 100.0))
+    gpu = linear_probe(*(a.cuda() for a in args), 10, (1.0, 100.0))
+    assert gpu.best_c == cpu.best_c and abs(gpu.accuracy - cpu.accuracy) <= 0.005

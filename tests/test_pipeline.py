@@ -1,0 +1,166 @@
+"""The device-side pipeline (benchmark/pipeline.py) against the PIL transforms it replaces, and the
+pretrained-row cache."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from open_clip.transform import image_transform
+from PIL import Image
+from torchvision import transforms as T
+
+from benchmark import pipeline as P
+from benchmark.model import build_encoder
+from run_benchmark import main
+from tasks import manage
+
+CPU = torch.device("cpu")
+CLIP = P.TensorPipeline.from_transforms(image_transform(224, True), image_transform(224, False))
+
+
+def test_the_encoders_own_transforms_are_read():
+    assert CLIP.size == (224, 224) and CLIP.eval_resize == "shortest"
+    assert CLIP.train.kind == "rrc" and CLIP.train.scale == (0.9, 1.0)
+    assert CLIP.interpolation == "bicubic" and CLIP.mean[0] == pytest.approx(0.48145466)
+    resnet = build_encoder("resnet20-cifar", "none")
+    tp = P.TensorPipeline.from_transforms(resnet.train_transform, resnet.eval_transform)
+    assert tp.train.kind == "pad" and tp.train.padding == 4 and tp.eval_resize == "exact"
+    assert tp.size == (32, 32) and tp.interpolation == "bilinear"
+    odd = T.Compose([T.ColorJitter(0.1), T.ToTensor()])
+    assert P.TensorPipeline.from_transforms(odd, odd) is None  # unknown: the PIL path is used
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (48, 64), (300, 257)])
+def test_eval_on_tensors_matches_the_pil_eval_transform(shape):
+    rng = np.random.default_rng(sum(shape))
+    images = rng.integers(0, 256, (3, *shape, 3), dtype=np.uint8)
+    ours = CLIP.eval(torch.from_numpy(images))
+    pil = torch.stack([image_transform(224, False)(Image.fromarray(im)) for im in images])
+    assert ours.shape == pil.shape == (3, 3, 224, 224)
+    # uint8 rounding like PIL: at most 2 of 255 levels apart, almost everywhere equal
+    level = 1 / 255 / min(CLIP.std)
+    assert (ours - pil).abs().max() <= 2.01 * level
+    assert (ours - pil).abs().mean() <= 0.05 * level
+
+
+def test_random_resized_crop_boxes_follow_torchvisions_rule_and_the_seed():
+    boxes = P.rrc_boxes(2000, 64, 48, (0.9, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 64).all() and (left + w <= 48).all()
+    area = h * w / (64 * 48)
+    assert area.min() >= 0.87 and area.max() <= 1.0  # 0.9-1.0, up to rounding of h and w
+    assert ((w / h) >= 0.7).all() and ((w / h) <= 1.4).all()
+    again = P.rrc_boxes(2000, 64, 48, (0.9, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    assert torch.equal(boxes, again)
+    # A frame too wide for any allowed crop of 90 % of its area: torchvision's centre fallback
+    wide = P.rrc_boxes(5, 10, 100, (0.9, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    assert wide.tolist() == [[0.0, 43.0, 10.0, 13.0]] * 5
+
+
+def test_crop_resize_is_the_identity_on_a_full_box_and_matches_interpolate_on_a_crop():
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    full = torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2)
+    assert torch.equal(P.crop_resize(x, full, (16, 16), "bicubic"), x.float())
+    box = torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 8.0, 8.0]])
+    ours = P.crop_resize(x, box, (16, 16), "bilinear")
+    ref0 = torch.nn.functional.interpolate(x[:1, :, :8, :8].float(), size=(16, 16),
+                                           mode="bilinear", align_corners=False)  # fmt: skip
+    ref1 = torch.nn.functional.interpolate(x[1:, :, 8:, 8:].float(), size=(16, 16),
+                                           mode="bilinear", align_corners=False)  # fmt: skip
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # borders: padding differs
+    ref = torch.cat([ref0, ref1]).round()
+    torch.testing.assert_close(ours[inner], ref[inner], atol=1.0, rtol=0)
+
+
+def test_pad_crop_takes_the_window_at_the_drawn_offsets():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
+    out = P.pad_crop(x, (8, 8), 2, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    oy, ox = torch.randint(0, 5, (2,), generator=g), torch.randint(0, 5, (2,), generator=g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        assert torch.equal(out[i], padded[i, :, oy[i] : oy[i] + 8, ox[i] : ox[i] + 8])
+
+
+def test_device_batches_cover_the_split_once_per_epoch_with_labels_in_step():
+    n = 50
+    images = np.zeros((n, 8, 8, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(n)  # each image carries its index
+    labels = np.arange(n) % 7
+    index = np.arange(5, 45)
+    tp = P.TensorPipeline((8, 8), (0.0,) * 3, (1.0,) * 3, "exact", "bilinear",
+                          P.TrainCrop("pad", padding=0), True)  # fmt: skip
+    epoch = {"n": 0}
+    loader = P.DeviceBatches(images, labels, index, 3, 16, tp, CPU, lambda: epoch["n"])
+    assert len(loader) == 3
+    orders = []
+    for e in range(2):
+        epoch["n"] = e
+        seen = []
+        for x, y, t in loader:
+            ids = (x[:, 0, 0, 0] * 255).round().long()
+            assert torch.equal(y, torch.as_tensor(labels)[ids]) and (t == 3).all()
+            seen += ids.tolist()
+        assert sorted(seen) == index.tolist()
+        orders.append(seen)
+    assert orders[0] != orders[1]
+    epoch["n"] = 0
+    assert [i for x, _, _ in loader for i in (x[:, 0, 0, 0] * 255).round().long().tolist()] == (
+        orders[0]
+    )  # fmt: skip
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    for name in ("synth_a", "synth_b", "synth_c", "synth_control"):
+        manage.prepare(name, root)
+    return root
+
+
+def _records(out, strategy="ft"):
+    return pd.read_csv(out / "smoke" / strategy / "seed0" / "records.csv")
+
+
+def test_a_device_pipeline_run_is_reproducible_and_records_its_pipeline(store, tmp_path):
+    args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",
+            "none"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--pipeline", "device"]) == 0
+    pd.testing.assert_frame_equal(_records(tmp_path / "a"), _records(tmp_path / "b"))
+    config = json.loads((tmp_path / "a" / "smoke" / "ft" / "seed0" / "config.json").read_text())
+    assert config["pipeline"] == "device"  # auto: every dataset is prepared
+
+
+def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, monkeypatch):
+    from benchmark import evaluation
+
+    cache = tmp_path / "cache"
+    calls = []
+    original = evaluation.MatrixEvaluation.evaluate_dataset
+
+    def counting(self, model, ds):
+        calls.append((self.next_stage, ds.name))
+        return original(self, model, ds)
+
+    monkeypatch.setattr(evaluation.MatrixEvaluation, "evaluate_dataset", counting)
+    args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",
+            str(cache), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main([*args, "--strategy", "ft"]) == 0
+    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.iterdir())) == 4
+    calls.clear()
+    assert main([*args, "--strategy", "l2sp"]) == 0
+    assert not [c for c in calls if c[0] == 0]  # stage 0 entirely from the cache
+    ft, l2sp = _records(tmp_path / "out"), _records(tmp_path / "out", "l2sp")
+    row0 = ["dataset", "kind", "accuracy"]
+    pd.testing.assert_frame_equal(ft[ft.stage == 0][row0].reset_index(drop=True),
+                                  l2sp[l2sp.stage == 0][row0].reset_index(drop=True))  # fmt: skip
+    calls.clear()  # another probe subset is another key: recomputed, never reused
+    assert main([*args, "--strategy", "ft", "--fresh", "--probe-max-test", "50"]) == 0
+    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.iterdir())) == 8
