@@ -19,12 +19,12 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-PHASES = ("train", "features", "probe")
+PHASES = ("train", "features", "probe")  # seconds also has "wall": the stage's whole time
 COUNTS = ("images_trained", "images_encoded", "reference_forwards")
 
 
 def _entry() -> dict:
-    return {**dict.fromkeys(COUNTS, 0), "seconds": dict.fromkeys(PHASES, 0.0)}
+    return {**dict.fromkeys(COUNTS, 0), "seconds": dict.fromkeys((*PHASES, "wall"), 0.0)}
 
 
 def flops_per_image(module: torch.nn.Module, size: tuple[int, int], device) -> dict[str, float]:
@@ -59,6 +59,11 @@ class Cost:
         self.stages = [dict(s) for s in stages or []]
         self.current = _entry()
         self.flops: dict[str, float] | None = None  # per image, set by the runner
+        self.started = time.perf_counter()  # of the current stage (``start`` resets it)
+
+    def start(self) -> None:
+        """The current stage's wall clock starts now."""
+        self.started = time.perf_counter()
 
     def count(self, key: str, n: int) -> None:
         self.current[key] += int(n)
@@ -76,15 +81,18 @@ class Cost:
 
     def close_stage(self, stage: int) -> list[dict]:
         """End stage ``stage``'s entry; returns every entry so far (for the checkpoint)."""
+        self.current["seconds"]["wall"] = time.perf_counter() - self.started
         self.stages = [s for s in self.stages if s["stage"] < stage]
         self.stages.append({"stage": stage, **self.current})
         self.current = _entry()
+        self.start()
         return [dict(s) for s in self.stages]
 
     def summary(self) -> dict:
         """Totals over the stages (metrics.json "cost"), with the per-stage entries."""
         total = {k: sum(s[k] for s in self.stages) for k in COUNTS}
-        seconds = {p: round(sum(s["seconds"][p] for s in self.stages), 3) for p in PHASES}
+        seconds = {p: round(sum(s["seconds"].get(p, 0.0) for s in self.stages), 3)
+                   for p in (*PHASES, "wall")}  # fmt: skip
         out = {**total, "seconds": seconds, "per_stage": self.stages}
         if self.flops is not None:
             fwd, train = self.flops["forward"], self.flops["train"]

@@ -207,16 +207,39 @@ class CosineHead(nn.Module):
 
 
 class MultiTaskClassifier(MultiTaskModule):
-    """Image encoder shared by one head per task (task label t -> ``heads[str(t)]``)."""
+    """Image encoder shared by one head per task (task label t -> ``heads[str(t)]``).
+
+    Task labels may stay on the CPU (the trainer keeps them there): the model reads them to pick
+    heads, which on a GPU tensor would wait for the device every step."""
 
     def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module]):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict({str(t): h for t, h in enumerate(heads)})
         self.max_class_label = max(h.weight.shape[0] for h in heads)
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, features)
+
+    def __getstate__(self) -> dict:
+        # copies (LwF's teacher, anchors) must not carry the training graph's features
+        return {**self.__dict__, "_last": None}
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        # the training forward's features, for forward_all_tasks on the same batch
+        self._last = (x, features) if self.training and torch.is_grad_enabled() else None
+        return features
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
-        return self.heads[str(task_label)](self.encoder(x))
+        return self.heads[str(task_label)](self._encode(x))
+
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every known task's logits from one encoder pass: the training forward's own when ``x``
+        is its batch (LwF's student term then needs no second pass through the encoder).
+        Avalanche's default runs the encoder once per task."""
+        last = self._last
+        reuse = last is not None and last[0] is x and self.training and torch.is_grad_enabled()
+        features = last[1] if reuse else self._encode(x)
+        return {t: self.heads[str(t)](features) for t in sorted(self.known_train_tasks_labels)}
 
     def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
         """Mixed-task batches (replay): encode the batch once, apply each sample's head, and pad
@@ -224,11 +247,14 @@ class MultiTaskClassifier(MultiTaskModule):
         (Avalanche pads with zeros, which counts as real classes with logit 0.)"""
         if task_labels is None or isinstance(task_labels, int):
             return super().forward(x, task_labels)
-        features = self.encoder(x)
-        tasks = torch.unique(task_labels)
-        outs = {int(t): self.heads[str(int(t))](features[task_labels == t]) for t in tasks}
+        tasks = [int(t) for t in torch.unique(task_labels)]
+        if len(tasks) == 1:
+            return self.forward_single_task(x, tasks[0])
+        features = self._encode(x)
+        masks = {t: (task_labels == t).to(features.device) for t in tasks}
+        outs = {t: self.heads[str(t)](features[masks[t]]) for t in tasks}
         dtype = next(iter(outs.values())).dtype
         out = features.new_full((len(x), self.max_class_label), torch.finfo(dtype).min, dtype=dtype)
         for t, logits in outs.items():
-            out[task_labels == t, : logits.shape[1]] = logits
+            out[masks[t], : logits.shape[1]] = logits
         return out

@@ -18,6 +18,7 @@ reference (README "Speed").
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -89,8 +90,7 @@ class TensorPipeline:
 
     # -- on a batch [B, H, W, 3], [B, H, W, 1] or [B, H, W] uint8 on the device -------------------
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        mean, std = _constants(self.mean, self.std, x.device)
         return (x.float() / 255.0 - mean) / std
 
     def _mode(self):
@@ -122,6 +122,22 @@ class TensorPipeline:
         boxes = rrc_boxes(len(x), x.shape[-2], x.shape[-1], self.train.scale, self.train.ratio,
                           generator)  # fmt: skip
         return self._normalise(crop_resize(x, boxes, self.size, self.interpolation))
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as [1, 3, 1, 1] tensors on ``device``, made once (a copy from the host per
+    batch would wait for the GPU)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1))  # fmt: skip
+
+
+def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor to ``device`` without waiting for it: through pinned memory on CUDA (a copy
+    from pageable memory synchronises with the GPU)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def channels_first(batch: torch.Tensor) -> torch.Tensor:
@@ -169,7 +185,7 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size, interpolation: str) 
     """Crop box i of image i and resize it to ``size``, for the whole batch in one grid_sample.
     Returns float in [0, 255] (rounded and clamped like an 8-bit image)."""
     n, _, height, width = x.shape
-    boxes = boxes.to(x.device)
+    boxes = upload(boxes, x.device)
     top, left, bh, bw = boxes.unbind(1)
     # Affine map from output coordinates in [-1, 1] to input coordinates in [-1, 1]
     # (align_corners=False: pixel centres at (2k + 1) / side - 1).
@@ -189,8 +205,8 @@ def pad_crop(x: torch.Tensor, size, padding: int, generator: torch.Generator) ->
     n = len(x)
     padded = F.pad(x, (padding, padding, padding, padding))
     ph, pw = padded.shape[-2:]
-    oy = torch.randint(0, ph - size[0] + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, pw - size[1] + 1, (n,), generator=generator).to(x.device)
+    oy = upload(torch.randint(0, ph - size[0] + 1, (n,), generator=generator), x.device)
+    ox = upload(torch.randint(0, pw - size[1] + 1, (n,), generator=generator), x.device)
     rows = (oy[:, None] + torch.arange(size[0], device=x.device))[:, :, None]
     cols = (ox[:, None] + torch.arange(size[1], device=x.device))[:, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None]
@@ -209,9 +225,7 @@ def gather(images: np.ndarray, index: np.ndarray) -> np.ndarray:
 def to_device(rows: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 rows to the device: through pinned memory, without blocking, on CUDA."""
     tensor = torch.from_numpy(rows)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
+    return upload(tensor, device) if device.type == "cuda" else tensor
 
 
 def batches(images: np.ndarray, index: np.ndarray, size: int, device: torch.device
@@ -233,13 +247,15 @@ def batches(images: np.ndarray, index: np.ndarray, size: int, device: torch.devi
 class DeviceBatches:
     """Avalanche's training dataloader for one experience, from a uint8 array: every epoch a
     shuffled order and random crops drawn from ``torch.Generator(seed_of_epoch())``, so a resumed
-    run draws what an uninterrupted one does. Yields [x, y, task label] on the device."""
+    run draws what an uninterrupted one does. Yields [x, y, task labels]: x and y on the device,
+    the task labels on the CPU (where the trainer keeps them)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
                  task_label: int, batch_size: int, pipeline: TensorPipeline,
                  device: torch.device, seed_of_epoch: Callable[[], int]):  # fmt: skip
         # images and labels: the whole stored split; index: the positions this experience uses
-        self.images, self.labels, self.index = images, np.asarray(labels), np.asarray(index)
+        self.images, self.index = images, np.asarray(index)
+        self.labels = np.asarray(labels, dtype=np.int64)  # cross-entropy takes int64 targets
         self.task_label, self.batch_size, self.pipeline = task_label, batch_size, pipeline
         self.device, self.seed_of_epoch = device, seed_of_epoch
 
@@ -252,8 +268,8 @@ class DeviceBatches:
         for positions, batch in batches(self.images, self.index[order], self.batch_size,
                                         self.device):  # fmt: skip
             x = self.pipeline.train_batch(batch, generator)
-            y = torch.as_tensor(self.labels[positions], device=self.device)
-            t = torch.full((len(y),), self.task_label, device=self.device)
+            y = upload(torch.from_numpy(self.labels[positions]), self.device)
+            t = torch.full((len(y),), self.task_label)  # on the CPU, as the trainer keeps them
             yield [x, y, t]
 
 

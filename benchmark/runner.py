@@ -220,6 +220,7 @@ def train_stages(
     done = Progress(results.folder, resume.stage if resume else None, tasks, s.trainer,
                     s.evaluation, fresh)  # fmt: skip
     try:
+        s.cost.start()
         if resume is None:
             for p in s.plugins:
                 if not resumable(p):

@@ -155,6 +155,13 @@ class Trainer(SupervisedTemplate):
         self.train_epochs = epochs
         self.train(experience, num_workers=self.workers, persistent_workers=self.workers > 0)
 
+    def _unpack_minibatch(self):
+        """Images and labels to the device; task labels stay where the loader made them (the
+        CPU), so that the model's choice of heads does not wait for the GPU."""
+        task_labels = self.mbatch[-1]
+        super()._unpack_minibatch()
+        self.mbatch[-1] = task_labels
+
     def make_train_dataloader(self, **kwargs):
         if self.device_loader is None:
             return super().make_train_dataloader(**kwargs)

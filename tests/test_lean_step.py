@@ -200,6 +200,9 @@ def test_a_runs_cost_counts_what_it_trained_and_encoded(tmp_path):
     expected = trained * f["train"] + (stages * per_stage + trained) * f["forward"]
     assert cost["gflops"] == pytest.approx(expected)
     assert all(cost["seconds"][p] > 0 for p in ("train", "features", "probe"))
+    wall = [s["seconds"]["wall"] for s in cost["per_stage"]]
+    assert all(w >= sum(s["seconds"][p] for p in ("train", "features", "probe")) for w, s in
+               zip(wall, cost["per_stage"], strict=True))  # fmt: skip
     config = json.loads((folder / "config.json").read_text())
     assert config["precision_used"] == "fp32" and config["pipeline"] == "device"
 

@@ -67,3 +67,48 @@ def test_mixed_task_batch_pads_narrow_heads_so_cross_entropy_ignores_padding(tin
         full = F.cross_entropy(out, y, reduction="none")
         own = F.cross_entropy(model(x[labels == 0], 0), y[labels == 0], reduction="none")
         torch.testing.assert_close(full[labels == 0], own)
+
+
+class CountingEncoder(torch.nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.module(x)
+
+
+def test_all_heads_come_from_one_encoder_pass_reused_from_the_training_forward(tiny_encoder):
+    import copy
+
+    heads = [CosineHead(torch.randn(3, 32)), CosineHead(torch.randn(5, 32))]
+    encoder = CountingEncoder(tiny_encoder.module)
+    model = MultiTaskClassifier(encoder, heads).train()
+    model.known_train_tasks_labels = {0, 1}
+    x = torch.randn(4, 3, 32, 32)
+    logits = model(x, torch.tensor([1, 1, 1, 1]))  # a single-task batch: that task's head
+    assert logits.shape == (4, 5) and encoder.calls == 1
+    every = model.forward_all_tasks(x)  # LwF's student term on the training batch
+    assert encoder.calls == 1 and sorted(every) == [0, 1]
+    with torch.no_grad():
+        features = tiny_encoder.module(x)
+        torch.testing.assert_close(every[0], heads[0](features))
+        torch.testing.assert_close(every[1], logits)
+    model.forward_all_tasks(x.clone())  # another batch: encoded (once for both heads)
+    assert encoder.calls == 2
+    teacher = copy.deepcopy(model)  # LwF's copy: the training graph's features stay behind
+    assert teacher._last is None and model._last is not None
+    with torch.no_grad():
+        model.eval().forward_all_tasks(x)  # evaluation never reuses or keeps features
+    assert encoder.calls == 3 and model._last is None
+
+
+def test_task_labels_on_the_cpu_pick_heads_for_a_mixed_batch(tiny_encoder):
+    heads = [CosineHead(torch.randn(3, 32)), CosineHead(torch.randn(5, 32))]
+    model = MultiTaskClassifier(tiny_encoder.module, heads).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, torch.tensor([1, 0, 0, 1]))
+        torch.testing.assert_close(out[[1, 2], :3], model(x[[1, 2]], 0))
+        torch.testing.assert_close(out[[0, 3]], model(x[[0, 3]], 1))

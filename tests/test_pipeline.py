@@ -15,6 +15,7 @@ from benchmark import pipeline as P
 from benchmark.model import build_encoder
 from run_benchmark import main
 from tasks import manage
+from tests.conftest import SHARED
 
 CPU = torch.device("cpu")
 CLIP = P.TensorPipeline.from_transforms(image_transform(224, True), image_transform(224, False))
@@ -164,3 +165,30 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
     calls.clear()  # another probe subset is another key: recomputed, never reused
     assert main([*args, "--strategy", "ft", "--fresh", "--probe-max-test", "50"]) == 0
     assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.iterdir())) == 8
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "dtd10.npz").exists(), reason="../shared absent")
+@pytest.mark.parametrize("stem", ["dtd10", "usps", "mnist"])
+def test_eval_on_tensors_matches_pil_on_real_images(stem):
+    """Real photographs (DTD, 64 px) and digits (grey, 16 and 28 px), upscaled to CLIP's 224."""
+    images = np.load(SHARED / "data" / f"{stem}.npz")["x_test"][:16]
+    ours = CLIP.eval(torch.from_numpy(images))
+    pil = torch.stack([image_transform(224, False)(Image.fromarray(im.squeeze()).convert("RGB"))
+                       for im in images])  # fmt: skip
+    level = 1 / 255 / min(CLIP.std)
+    assert ours.shape == pil.shape == (16, 3, 224, 224)
+    assert (ours - pil).abs().max() <= 2.01 * level
+    assert (ours - pil).abs().mean() <= 0.05 * level
+
+
+def test_train_crops_differ_within_a_batch_stay_in_range_and_follow_the_seed():
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 64, 48, 3), np.uint8))
+    same = images[:1].expand(6, -1, -1, -1).contiguous()  # one image six times
+    a = CLIP.train_batch(same, torch.Generator().manual_seed(3))
+    b = CLIP.train_batch(same, torch.Generator().manual_seed(3))
+    assert a.shape == (6, 3, 224, 224) and torch.equal(a, b)
+    assert all(not torch.equal(a[0], a[i]) for i in range(1, 6))  # a crop per sample
+    mean, std = torch.tensor(CLIP.mean).view(3, 1, 1), torch.tensor(CLIP.std).view(3, 1, 1)
+    assert (a >= (0 - mean) / std - 1e-5).all() and (a <= (1 - mean) / std + 1e-5).all()
+    c = CLIP.train_batch(same, torch.Generator().manual_seed(4))
+    assert not torch.equal(a, c)
