@@ -181,7 +181,18 @@ def validate(cfg: RunConfig) -> None:
     _check(
         t.batchnorm in ("train", "frozen"), f"--batchnorm must be train or frozen: {t.batchnorm}"
     )
-    p = cfg.probe
+    _validate_probe(cfg.probe)
+    _check(
+        t.micro_batch is None or (isinstance(t.micro_batch, int) and t.micro_batch >= 1),
+        f"--micro-batch must be an integer >= 1, got {t.micro_batch}",
+    )
+    _check(
+        t.max_train_images is None or t.max_train_images >= 1,
+        f"--max-train-images must be >= 1, got {t.max_train_images}",
+    )
+
+
+def _validate_probe(p: ProbeConfig) -> None:
     _check(
         p.batch_size is None or (isinstance(p.batch_size, int) and p.batch_size >= 1),
         f"--eval-batch-size must be an integer >= 1, got {p.batch_size}",
@@ -195,11 +206,4 @@ def validate(cfg: RunConfig) -> None:
         p.max_test_samples is None or p.max_test_samples >= 10,
         f"--probe-max-test must be >= 10, got {p.max_test_samples}",
     )
-    _check(
-        t.micro_batch is None or (isinstance(t.micro_batch, int) and t.micro_batch >= 1),
-        f"--micro-batch must be an integer >= 1, got {t.micro_batch}",
-    )
-    _check(
-        t.max_train_images is None or t.max_train_images >= 1,
-        f"--max-train-images must be >= 1, got {t.max_train_images}",
-    )
+    _check(p.tol >= 0 and p.max_iter >= 1, f"probe tol must be >= 0 and max_iter >= 1: {p}")

@@ -80,52 +80,20 @@ def probe_vs_sklearn(
     (fewer can be faster on a small, shared machine). The features are L2-normalised for both,
     as ``linear_probe`` does.
     """
-    import torch
-
-    from benchmark.probe import fit_path, linear_probe
-
     grid = sorted(c_grid)
     val_mask = np.asarray(val_mask, dtype=bool)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    dev = torch.device(device)
-    args = [torch.as_tensor(a).to(dev) for a in (x_train, y_train, val_mask, x_test, y_test)]
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    sync()
-    start = time.perf_counter()
-    ours = linear_probe(*args, num_classes, grid)
-    sync()
-    seconds_ours = time.perf_counter() - start
-    # the sweep's solutions: the same computation as inside linear_probe, not timed
-    fit_x = torch.nn.functional.normalize(args[0].float(), dim=1)[~args[2]]
-    our_path = fit_path(fit_x, args[1][~args[2]], num_classes, grid)
-
+    ours, our_path, seconds_ours = _ours(x_train, y_train, val_mask, x_test, y_test, num_classes,
+                                         grid, device)  # fmt: skip
     xtr, xte = _normalised(x_train), _normalised(x_test)
-    limits = nullcontext()
-    if sklearn_blas_threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(limits=sklearn_blas_threads, user_api="blas")
-    with limits:
-        start = time.perf_counter()
-        sk_path, sk_best, sk_refit = _sklearn_probe(
-            xtr, y_train, xte, y_test, val_mask, grid, sklearn_tol, sklearn_max_iter
-        )
-        seconds_sklearn = time.perf_counter() - start
-
-    fx, fy = xtr[~val_mask], y_train[~val_mask]
-    gaps = {}
-    for p in our_path:
-        w, b, _ = sk_path[p.c]
-        ref = objective(fx, fy, w, b, p.c)
-        gaps[repr(p.c)] = (objective(fx, fy, p.weight.cpu().numpy(), p.bias.cpu().numpy(), p.c)
-                           - ref) / abs(ref)  # fmt: skip
-    refit_gap = None
-    if ours.best_c == sk_best[0]:
-        ref = objective(xtr, y_train, sk_refit.coef_, sk_refit.intercept_, ours.best_c)
-        mine = objective(xtr, y_train, ours.weight.numpy(), ours.bias.numpy(), ours.best_c)
-        refit_gap = (mine - ref) / abs(ref)
+    (sk_path, sk_best, sk_refit), seconds_sklearn = _theirs(
+        xtr, y_train, xte, y_test, val_mask, grid, sklearn_tol, sklearn_max_iter,
+        sklearn_blas_threads,
+    )  # fmt: skip
+    gaps, refit_gap = _gaps(xtr, y_train, val_mask, our_path, sk_path, ours, sk_best, sk_refit)
+    shape = {"train": list(np.shape(x_train)), "test": list(np.shape(x_test)),
+             "classes": num_classes, "val": int(val_mask.sum())}  # fmt: skip
     return {
         "seconds_ours": seconds_ours,
         "seconds_sklearn": seconds_sklearn,
@@ -144,15 +112,64 @@ def probe_vs_sklearn(
         "sklearn_iterations": {repr(c): it for c, (_, _, it) in sk_path.items()},
         "sklearn_tol": sklearn_tol,
         "sklearn_blas_threads": sklearn_blas_threads,
-        "device": str(dev),
-        "torch_threads": torch.get_num_threads(),
-        "shape": {
-            "train": list(np.shape(x_train)),
-            "test": list(np.shape(x_test)),
-            "classes": num_classes,
-            "val": int(val_mask.sum()),
-        },  # fmt: skip
+        "device": str(device),
+        "torch_threads": _torch_threads(),
+        "shape": shape,
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _theirs(xtr, y_train, xte, y_test, val_mask, grid, tol, max_iter, blas_threads):
+    """sklearn's timed sweep + refit, with at most ``blas_threads`` BLAS threads if given."""
+    limits = nullcontext()
+    if blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=blas_threads, user_api="blas")
+    with limits:
+        start = time.perf_counter()
+        out = _sklearn_probe(xtr, y_train, xte, y_test, val_mask, grid, tol, max_iter)
+        return out, time.perf_counter() - start
+
+
+def _ours(x_train, y_train, val_mask, x_test, y_test, num_classes, grid, device):
+    """Our timed sweep + refit, and the sweep's solutions (the same computation, not timed)."""
+    import torch
+
+    from benchmark.probe import fit_path, linear_probe
+
+    dev = torch.device(device)
+    args = [torch.as_tensor(a).to(dev) for a in (x_train, y_train, val_mask, x_test, y_test)]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    ours = linear_probe(*args, num_classes, grid)
+    sync()
+    seconds = time.perf_counter() - start
+    fit_x = torch.nn.functional.normalize(args[0].float(), dim=1)[~args[2]]
+    return ours, fit_path(fit_x, args[1][~args[2]], num_classes, grid), seconds
+
+
+def _gaps(xtr, y_train, val_mask, our_path, sk_path, ours, sk_best, sk_refit):
+    """Relative objective gaps, ours minus sklearn's, per C of the sweep and at the refit."""
+    fx, fy = xtr[~val_mask], y_train[~val_mask]
+    gaps = {}
+    for p in our_path:
+        w, b, _ = sk_path[p.c]
+        ref = objective(fx, fy, w, b, p.c)
+        gaps[repr(p.c)] = (objective(fx, fy, p.weight.cpu().numpy(), p.bias.cpu().numpy(), p.c)
+                           - ref) / abs(ref)  # fmt: skip
+    refit_gap = None
+    if ours.best_c == sk_best[0]:
+        ref = objective(xtr, y_train, sk_refit.coef_, sk_refit.intercept_, ours.best_c)
+        mine = objective(xtr, y_train, ours.weight.numpy(), ours.bias.numpy(), ours.best_c)
+        refit_gap = (mine - ref) / abs(ref)
+    return gaps, refit_gap
 
 
 def synthetic_problem(

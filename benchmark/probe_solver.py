@@ -168,6 +168,15 @@ def converged_by_trend(losses: list[float], tol: float) -> bool:
     return d3 * max(1.0, r / (1 - r)) <= tol * f
 
 
+def remember(history: list, s: torch.Tensor, yv: torch.Tensor) -> None:
+    """Keep the curvature pair (s, y) of a step when it is positive (the most recent HISTORY)."""
+    sy = s.dot(yv)
+    if float(sy) > 1e-10 * float(yv.dot(yv)):
+        history.append((s, yv, 1.0 / sy))
+        if len(history) > HISTORY:
+            history.pop(0)
+
+
 def lbfgs(
     problem: Problem,
     theta: torch.Tensor,
@@ -214,12 +223,7 @@ def lbfgs(
                 done = predicted <= tol * abs(f) or problem.x.dtype == torch.float64
                 return Fit(theta, f, g, history, it, done), True
         new, f_new, g_new = accepted
-        s, yv = new - theta, g_new - g
-        sy = s.dot(yv)
-        if float(sy) > 1e-10 * float(yv.dot(yv)):
-            history.append((s, yv, 1.0 / sy))
-            if len(history) > HISTORY:
-                history.pop(0)
+        remember(history, new - theta, g_new - g)
         theta, f, g = new, f_new, g_new
         losses.append(f)
         it += 1

@@ -149,3 +149,15 @@ class RunResults:
             out["cost"] = cost
         write_json(self.folder / "metrics.json", out)
         return out
+
+
+def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
+    summary = results.finish(cost).get("lp", {})
+    lp = matrix(results.frame(), "lp", results.columns)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
+        log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
+    nan = float("nan")
+    log(f"final avg acc {summary.get('final_avg_acc', nan):.2f}  "
+        f"delta-LP controls {summary.get('delta_lp_controls', nan):.2f}  "
+        f"forgetting {summary.get('forgetting', nan):.2f}  ({seconds:.1f} s)")  # fmt: skip
+    log(f"run folder: {results.folder}")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -20,10 +19,11 @@ from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
 from benchmark.features import FeaturePass
 from benchmark.feeding import choose_pipeline, device_loaders, load_data, row0_cache
+from benchmark.loss_watch import NonFiniteLossError
 from benchmark.model import CosineHead, Encoder, MultiTaskClassifier, build_encoder, image_size
-from benchmark.results import RunResults, matrix, run_dir
+from benchmark.results import RunResults, print_summary, run_dir
 from benchmark.streams import build_stream
-from benchmark.trainer import NonFiniteLossError, Trainer, default_workers, resolve_device
+from benchmark.trainer import Trainer, default_workers, resolve_device
 from strategies import StrategyContext, resolve
 from strategies.lp_ft import LPInitPlugin
 from tasks import SequenceSpec, TaskData
@@ -297,15 +297,3 @@ class Progress:
         return (f"GPU out of memory {where} at {per_pass} images per pass; {self.rerun()} "
                 f"with --micro-batch {per_pass // 2}: it resumes, and still updates on "
                 f"batches of {b} ({self.saved()})")  # fmt: skip
-
-
-def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
-    summary = results.finish(cost).get("lp", {})
-    lp = matrix(results.frame(), "lp", results.columns)
-    with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
-        log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
-    nan = float("nan")
-    log(f"final avg acc {summary.get('final_avg_acc', nan):.2f}  "
-        f"delta-LP controls {summary.get('delta_lp_controls', nan):.2f}  "
-        f"forgetting {summary.get('forgetting', nan):.2f}  ({seconds:.1f} s)")  # fmt: skip
-    log(f"run folder: {results.folder}")

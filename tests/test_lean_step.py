@@ -13,14 +13,15 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
-from benchmark import trainer as trainer_module
+from benchmark import loss_watch
 from benchmark.config import TrainConfig, autocast_dtype
 from benchmark.cost import Cost, flops_per_image
+from benchmark.loss_watch import LossWatch
 from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
 from benchmark.pipeline import DeviceBatches, TensorPipeline
 from benchmark.runner import seed_everything
 from benchmark.streams import build_stream, training_split
-from benchmark.trainer import LossWatch, Trainer
+from benchmark.trainer import Trainer
 from run_benchmark import main
 from strategies import StrategyContext, resolve
 from tasks import get_sequence, load_task
@@ -88,8 +89,8 @@ def test_a_training_step_reads_the_loss_only_every_sync_every_steps(tiny, monkey
     steps = len(split) // 4
     trainer.train_task(stream.train_stream[0], 1)
     # one read at every SYNC_EVERY-th step and one at the epoch's end, each a tolist + a float
-    assert steps > trainer_module.SYNC_EVERY
-    assert len(reads) <= 2 * (steps // trainer_module.SYNC_EVERY + 1), reads
+    assert steps > loss_watch.SYNC_EVERY
+    assert len(reads) <= 2 * (steps // loss_watch.SYNC_EVERY + 1), reads
 
 
 class RecordLoss(SupervisedPlugin):
