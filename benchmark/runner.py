@@ -155,8 +155,6 @@ def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device,
     # On the training device before the plugins are built: their copies (a pretrained anchor,
     # a restored LwF teacher) must live where the model trains.
     model = MultiTaskClassifier(encoder.module, build_heads(encoder, tasks, head_init)).to(device)
-    if cfg.train.compile:  # in place: parameter names (checkpoints, anchors, taps) stay as they are
-        encoder.module.compile()
     evals = eval_datasets(sequence, data, encoder)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
@@ -176,6 +174,8 @@ def build_session(cfg, sequence, data, encoder, head_init, make_plugins, device,
     plugins = make_plugins(context)  # built from the pretrained model, before any restore
     if head_init == "lp" and cfg.strategy != "lp_ft":  # lp_ft initialises the heads itself
         plugins.insert(0, LPInitPlugin(context))
+    if cfg.train.compile:  # in place (parameter names stay), after the FLOP count (eager ops)
+        encoder.module.compile()  # and the plugins' hooks (compiled at the first forward)
     evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device,
                                   list(sequence.tasks), on_stage, features, cache)  # fmt: skip
     # The evaluation plugin goes last so it sees what every strategy plugin did after a task.
