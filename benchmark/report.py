@@ -8,6 +8,7 @@ gives the task order when present) and writes RESULTS_DIR/report/:
     report.md                              figures and table, one section per sequence
     comparison.csv / .md / .tex            mean +- std over seeds per (sequence, strategy)
     comparison_columns.csv                 each table column and its definition
+    cost.csv                               what the runs cost (metrics.json "cost"), mean over seeds
     runs.csv                               the same metrics for every run (one row per seed)
     <sequence>/delta_lp_bars.png           final delta-LP per past task and control, per strategy
     <sequence>/curves_<kind>.png           accuracy over stages per dataset, one line per strategy
@@ -30,6 +31,7 @@ import pandas as pd
 
 from benchmark.aggregate import aggregate_seeds, least_forgetting
 from benchmark.errors import CFBenchError
+from benchmark.report_cost import cost_section
 from benchmark.report_figures import run_figures, sequence_figures
 from benchmark.report_tables import (
     DECIMALS,
@@ -159,6 +161,10 @@ def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)
             )
     table, md_table = _write_tables(runs, out)
     lines = _report_head(len(runs), results_dir, md_table)
+    costs, cost_lines = cost_section(runs)
+    if cost_lines:
+        costs.to_csv(out / "cost.csv", index=False, float_format="%.4f")
+        lines += cost_lines
     for sequence in dict.fromkeys(r.sequence for r in runs):
         seq_runs = [r for r in runs if r.sequence == sequence]
         lines += _sequence_section(seq_runs, table, out, formats)

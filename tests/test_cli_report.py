@@ -20,3 +20,31 @@ def test_seeds_and_tensorboard_are_documented():
     text = build_parser().format_help()
     assert "--seeds" in text and "--tensorboard" in text
     assert build_parser().parse_args(["--seeds", "0", "1", "2"]).seeds == [0, 1, 2]
+
+
+def test_report_shows_what_the_runs_cost_mean_over_seeds(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.test_report import write_run
+
+    spent = {0: (100, 40, 2.5, 10.0), 1: (100, 60, 3.5, 14.0)}  # trained, encoded, GFLOPs, wall
+    for seed, (trained, encoded, gflops, wall) in spent.items():
+        folder = write_run(tmp_path, "ft", seed, LP[("ft", 0)])
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["cost"] = {"images_trained": trained, "images_encoded": encoded,
+                           "gflops": gflops, "seconds": {"train": 1.0, "features": 2.0,
+                                                         "probe": 3.0, "wall": wall}}  # fmt: skip
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_run(tmp_path, "l2sp", 0, LP[("ft", 0)])  # no cost recorded: left out of the cost table
+    assert main(["report", str(tmp_path)]) == 0
+    cost = pd.read_csv(tmp_path / "report" / "cost.csv")
+    assert cost.strategy.tolist() == ["ft"] and cost.seeds.tolist() == [2]
+    row = cost.iloc[0]
+    assert (row.images_trained, row.images_encoded, row.gflops, row.wall) == (100, 50, 3.0, 12.0)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "## Cost" in text
+        and "| `smoke` | `ft` | 2 | 100 | 50 | 3 | 1.0 | 2.0 | 3.0 | 12.0 |" in text
+    )
