@@ -11,19 +11,18 @@ from benchmark.config import ProbeConfig
 from benchmark.probe import accuracy, fit_logreg, fit_path, linear_probe, subsample
 
 
+def classification(n, n_train, features, classes, clusters, sep, seed):
+    """sklearn's make_classification, L2-normalised, split into (x, y) train and test."""
+    x, y = make_classification(n_samples=n, n_features=features, n_informative=features // 2,
+                               n_classes=classes, n_clusters_per_class=clusters, class_sep=sep,
+                               random_state=seed)  # fmt: skip
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
 @pytest.fixture(scope="module")
 def problem():
-    x, y = make_classification(
-        n_samples=1600,
-        n_features=32,
-        n_informative=16,
-        n_classes=6,
-        n_clusters_per_class=2,
-        class_sep=1.2,
-        random_state=0,
-    )
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return x[:1200], y[:1200], x[1200:], y[1200:]
+    return classification(1600, 1200, 32, 6, clusters=2, sep=1.2, seed=0)
 
 
 @pytest.mark.parametrize("c", [0.3, 10.0, 1000.0])
@@ -103,17 +102,7 @@ def objective(x, y, w, b, c):
 
 @pytest.fixture(scope="module")
 def hard():
-    x, y = make_classification(
-        n_samples=3000,
-        n_features=64,
-        n_informative=32,
-        n_classes=10,
-        n_clusters_per_class=1,
-        class_sep=2.0,
-        random_state=1,
-    )
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return x[:2400], y[:2400], x[2400:], y[2400:]
+    return classification(3000, 2400, 64, 10, clusters=1, sep=2.0, seed=1)
 
 
 _REFERENCE = {}
