@@ -179,8 +179,8 @@ def _training_options(a) -> None:
         "--compile",
         action="store_true",
         default=None,
-        help="torch.compile the encoder: the first steps of each task compile (tens of seconds), "
-        "later ones run faster on a GPU; see README 'Speed' for the measured gain (default: off)",
+        help="torch.compile the encoder: the first steps compile (tens of seconds), later ones "
+        "may run faster on a GPU (not yet measured; README 'Speed') (default: off)",
     )
 
 
