@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
+from tqdm.auto import tqdm
 
 from benchmark import faults
 from benchmark.config import ProbeConfig
@@ -117,6 +118,18 @@ class MatrixEvaluation(SupervisedPlugin):
                  "transform": repr(self.transform)}  # fmt: skip
         return self.row0_cache.key(ds.name, ds.data.provenance, extra)
 
+    def _note_probe(self, name: str, result) -> None:
+        """Say on stdout when a probe's accuracy may not be the protocol's: its best C at the
+        edge of the grid (the optimum may lie beyond), or a fit stopped by max_iter, not tol."""
+        where = f"note: stage {self.next_stage}, {name}: the linear probe"
+        if result.c_at_edge:
+            grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
+            tqdm.write(f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
+                       f"({grid}); a wider grid may score higher")  # fmt: skip
+        if not result.converged:
+            tqdm.write(f"{where} stopped at {self.probe.max_iter} iterations before its "
+                       f"tolerance {self.probe.tol:g}")  # fmt: skip
+
     def evaluate_dataset(self, model: torch.nn.Module, ds: EvalDataset) -> dict[str, float]:
         encoder = model.encoder
         n_train = len(ds.data.train)
@@ -136,6 +149,7 @@ class MatrixEvaluation(SupervisedPlugin):
             p = self.probe
             result = linear_probe(train_f, train_y, mask, test_f, test_y, ds.data.num_classes,
                                   p.c_grid, p.max_iter, tol=p.tol)  # fmt: skip
+        self._note_probe(ds.name, result)
         out = {"lp": result.accuracy}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T

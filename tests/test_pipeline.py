@@ -192,3 +192,33 @@ def test_train_crops_differ_within_a_batch_stay_in_range_and_follow_the_seed():
     assert (a >= (0 - mean) / std - 1e-5).all() and (a <= (1 - mean) / std + 1e-5).all()
     c = CLIP.train_batch(same, torch.Generator().manual_seed(4))
     assert not torch.equal(a, c)
+
+
+def test_a_probe_at_the_grid_edge_or_stopped_by_max_iter_is_said_on_stdout(monkeypatch, capsys,
+                                                                           tmp_path):  # fmt: skip
+    import dataclasses
+
+    from benchmark import evaluation
+
+    original, calls = evaluation.linear_probe, []
+
+    def flagged(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result)
+        if len(calls) == 2:  # stage 0, the second dataset
+            return dataclasses.replace(result, best_c=1e4, c_at_edge=True, converged=False)
+        return dataclasses.replace(result, c_at_edge=False, converged=True)
+
+    monkeypatch.setattr(evaluation, "linear_probe", flagged)
+    args = ["--sequence", "smoke", "--epochs", "1", "--out", str(tmp_path), "--cache-dir", "none",
+            "--probe-max-train", "60", "--probe-max-test", "20"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr()
+    notes = [line for line in out.out.splitlines() if line.startswith("note: stage")]
+    assert notes == [
+        "note: stage 0, synth_b: the linear probe's best C is 10000, at the edge of the grid "
+        "(0.1, 1, 10, 100, 1000, 10000); a wider grid may score higher",
+        "note: stage 0, synth_b: the linear probe stopped at 1000 iterations before its "
+        "tolerance 1e-05",
+    ]
+    assert "note:" not in out.err
