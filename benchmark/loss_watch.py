@@ -30,7 +30,9 @@ class LossWatch:
         """Remember ``loss`` (of a batch or micro-batch) if it is the first non-finite one."""
         loss = loss.float().reshape(())
         first = torch.logical_and(~torch.isfinite(loss), self.bad[1] < 0)
-        entry = torch.stack([loss, torch.tensor(float(step), device=self.device)])
+        # torch.full fills on the device; torch.tensor(step, device=...) would copy from pageable
+        # host memory, which synchronises with the GPU every step
+        entry = torch.stack([loss, torch.full((), float(step), device=self.device)])
         self.bad = torch.where(first, entry, self.bad)
 
     def read(self) -> tuple[float | None, tuple[float, int] | None]:

@@ -1,5 +1,5 @@
 """The options of ``run_benchmark.py perf`` and their help (the program flow is in
-run_benchmark.py, the measurements in benchmark/perf.py)."""
+run_benchmark.py, the measurements in benchmark/perf/)."""
 
 from __future__ import annotations
 
