@@ -22,7 +22,7 @@ def report_command(argv: list[str]) -> int:
     from benchmark.errors import CFBenchError
 
     try:
-        from benchmark.report import main_report
+        from benchmark.report.build import main_report
 
         folder = main_report(Path(args.results_dir))
         print(f"report: {folder / 'report.md'}")
@@ -72,8 +72,9 @@ def perf_command(argv: list[str]) -> int:
 
     try:
         from benchmark.perf import PerfConfig, run_perf
+        from strategies import STRATEGIES
 
-        run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k != "debug"}))
+        run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k != "debug"}), STRATEGIES)
         return 0
     except CFBenchError as error:
         return user_error(error, args.debug)
@@ -161,15 +162,16 @@ def build_configs(args: argparse.Namespace) -> tuple:
 
 
 def run_all(args: argparse.Namespace, sequence, cfgs: list) -> None:
-    from benchmark.compare import report_comparison
+    from benchmark.report.compare import report_comparison
     from benchmark.runner import run
+    from strategies import resolve
 
     folders: dict[int, dict[str, Path]] = {}
     for cfg in cfgs:
-        folder = run(cfg, sequence)
+        folder = run(cfg, sequence, resolve(cfg.strategy, cfg.strategy_args))
         folders.setdefault(cfg.seed, {})[cfg.strategy] = folder
         if args.tensorboard:
-            from benchmark.tensorboard import log_run
+            from benchmark.report.tensorboard import log_run
 
             log_run(folder)
     if args.strategy == "all":

@@ -1,11 +1,12 @@
-"""The evaluation plugin: fills the LP, zero-shot and head accuracy matrices.
+"""The evaluation of one stage: fills the LP, zero-shot and head accuracy matrices.
 
-Row 0 is measured by the runner before the first task starts (the pretrained encoder and the
-initial heads), row t after task t (after every plugin's ``after_training_exp``, so WiSE-FT's
-interpolated weights are what is measured: keep this plugin last). For every task and control
-dataset it extracts image embeddings of the train and test splits once, then
+The runner calls ``evaluate`` for row 0 (the pretrained encoder and the initial heads) and after
+every task, once ``Trainer.train_task`` has returned, so every strategy plugin's
+``after_training_exp`` has already run (WiSE-FT's interpolated weights are what is measured).
+For every task and control dataset it extracts image embeddings of the train and test splits
+once, then
 
-- lp:   fits the linear probe (probe.py) and scores it on the test split;
+- lp:   fits the linear probe (benchmark/probe/fit.py) and scores it on the test split;
 - zs:   scores the pretrained text tower's zero-shot head on the current encoder (CLIP only);
 - head: scores the task's own trained head (task-incremental; tasks only).
 """
@@ -18,16 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from avalanche.training.plugins import SupervisedPlugin
 from tqdm.auto import tqdm
 
-from benchmark import faults
+from benchmark.checkpoint import faults
 from benchmark.config import ProbeConfig
 from benchmark.cost import timed
-from benchmark.features import FeaturePass, Transformed, extract_features
-from benchmark.probe import linear_probe, subsample, top1
+from benchmark.phases import phase, smaller_eval_batch
+from benchmark.probe.features import FeaturePass, Transformed, extract_features
+from benchmark.probe.fit import linear_probe, top1
+from benchmark.probe.splits import probe_split, subsample
 from benchmark.row0_cache import Row0Cache, tensor_digest
-from tasks.base import TaskData, targets_of, validation_split
+from tasks.base import TaskData, targets_of
 
 
 @dataclass
@@ -39,24 +41,21 @@ class EvalDataset:
     zs_weight: torch.Tensor | None = None  # [C, D] zero-shot class weights (CLIP only)
 
 
-def probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the probe's train split (maybe subsampled) and a mask of its validation part."""
-    _, val_idx = validation_split(n)
-    idx = subsample(n, max_n)
-    mask = np.isin(idx, val_idx)
-    if not mask.any() or mask.all():  # a small subsample can miss the fixed split entirely
-        _, val_pos = validation_split(len(idx))
-        mask = np.isin(np.arange(len(idx)), val_pos)
-    return idx, mask
+def eval_datasets(sequence, data: dict[str, TaskData], encoder) -> list[EvalDataset]:
+    """The sequence's tasks then controls, with zero-shot class weights when the encoder has a
+    text tower (``sequence``: tasks.SequenceSpec; ``encoder``: benchmark.model.encoder.Encoder)."""
+    out = []
+    for name in list(sequence.tasks) + list(sequence.controls):
+        d, is_task = data[name], name in sequence.tasks
+        zs = encoder.text.class_weights(d.classnames, d.templates) if encoder.text else None
+        out.append(EvalDataset(name, "task" if is_task else "control",
+                               sequence.tasks.index(name) if is_task else None, d, zs))  # fmt: skip
+    return out
 
 
-class MatrixEvaluation(SupervisedPlugin):
-    """Evaluate every dataset after each task (``evaluate`` for row 0); report rows through
-    ``on_stage``.
-
-    ``on_stage(stage, records)`` receives dicts with keys stage, stage_task, dataset, role, kind,
-    accuracy (percent).
-    """
+class MatrixEvaluation:
+    """Evaluates every dataset at one stage; ``evaluate`` returns the stage's records: dicts with
+    keys stage, stage_task, dataset, role, kind, accuracy (percent)."""
 
     def __init__(
         self,
@@ -65,31 +64,27 @@ class MatrixEvaluation(SupervisedPlugin):
         probe: ProbeConfig,
         device: torch.device,
         task_names: list[str],
-        on_stage: Callable[[int, list[dict]], None],
         features: FeaturePass,
         row0_cache: Row0Cache | None = None,
     ):
-        super().__init__()
         self.datasets, self.transform, self.probe = datasets, transform, probe
-        self.device, self.task_names, self.on_stage = device, task_names, on_stage
+        self.device, self.task_names = device, task_names
         self.features, self.row0_cache = features, row0_cache
         self.batch_size = features.batch_size
-        self.next_stage = 0  # the runner sets it past a restored checkpoint's stage
-        self.busy = False  # True while a stage is being evaluated
 
-    def after_training_exp(self, strategy, **kwargs):
-        self.evaluate(strategy.model)
+    def evaluate(self, model: torch.nn.Module, stage: int) -> list[dict]:
+        """Row ``stage`` (0 = pretrained, t = after task t) of every matrix, as records."""
+        with phase(smaller_eval_batch(f"evaluating stage {stage}", self.batch_size)):
+            return self._evaluate(model, stage)
 
-    def evaluate(self, model: torch.nn.Module) -> list[dict]:
-        stage = self.next_stage
+    def _evaluate(self, model: torch.nn.Module, stage: int) -> list[dict]:
         stage_task = "pretrained" if stage == 0 else self.task_names[stage - 1]
         records = []
-        self.busy = True
         for ds in self.datasets:
             key = self._row0_key(model, ds) if stage == 0 and self.row0_cache else None
             accuracies = self.row0_cache.get(key) if key else None
             if accuracies is None:
-                accuracies = self.evaluate_dataset(model, ds)
+                accuracies = self.evaluate_dataset(model, ds, stage)
                 if key:
                     self.row0_cache.put(key, accuracies)
             faults.reached("eval")
@@ -104,9 +99,6 @@ class MatrixEvaluation(SupervisedPlugin):
                         accuracy=100.0 * acc,
                     )
                 )
-        self.busy = False
-        self.next_stage += 1
-        self.on_stage(stage, records)
         return records
 
     def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
@@ -118,10 +110,10 @@ class MatrixEvaluation(SupervisedPlugin):
                  "transform": repr(self.transform)}  # fmt: skip
         return self.row0_cache.key(ds.name, ds.data.provenance, extra)
 
-    def _note_probe(self, name: str, result) -> None:
+    def _note_probe(self, stage: int, name: str, result) -> None:
         """Say on stdout when a probe's accuracy may not be the protocol's: its best C at the
         edge of the grid (the optimum may lie beyond), or a fit stopped by max_iter, not tol."""
-        where = f"note: stage {self.next_stage}, {name}: the linear probe"
+        where = f"note: stage {stage}, {name}: the linear probe"
         if result.c_at_edge:
             grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
             tqdm.write(f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
@@ -130,7 +122,9 @@ class MatrixEvaluation(SupervisedPlugin):
             tqdm.write(f"{where} stopped at {self.probe.max_iter} iterations before its "
                        f"tolerance {self.probe.tol:g}")  # fmt: skip
 
-    def evaluate_dataset(self, model: torch.nn.Module, ds: EvalDataset) -> dict[str, float]:
+    def evaluate_dataset(
+        self, model: torch.nn.Module, ds: EvalDataset, stage: int
+    ) -> dict[str, float]:
         encoder = model.encoder
         n_train = len(ds.data.train)
         idx, val_mask = probe_split(n_train, self.probe.max_train_samples)
@@ -149,7 +143,7 @@ class MatrixEvaluation(SupervisedPlugin):
             p = self.probe
             result = linear_probe(train_f, train_y, mask, test_f, test_y, ds.data.num_classes,
                                   p.c_grid, p.max_iter, tol=p.tol)  # fmt: skip
-        self._note_probe(ds.name, result)
+        self._note_probe(stage, ds.name, result)
         out = {"lp": result.accuracy}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T

@@ -10,7 +10,7 @@ import torch
 
 from benchmark.config import RunConfig
 from benchmark.errors import CFBenchError
-from benchmark.model import Encoder
+from benchmark.model.encoder import Encoder
 from benchmark.pipeline import DeviceBatches, TensorPipeline, epoch_seed
 from benchmark.row0_cache import Row0Cache
 from benchmark.streams import training_split

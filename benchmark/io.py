@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmark import faults
+from benchmark.checkpoint import faults
 
 
 def _current_umask() -> int:

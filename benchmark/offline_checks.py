@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from benchmark.config import build_run_config
-from benchmark.evaluation import probe_split
-from benchmark.features import FeaturePass, Transformed, extract_features
-from benchmark.model import build_encoder
+from benchmark.model.encoder import build_encoder
 from benchmark.pipeline import TensorPipeline
-from benchmark.probe import linear_probe, subsample
-from benchmark.probe_bench import SKLEARN_TOL, probe_vs_sklearn
+from benchmark.probe.bench import SKLEARN_TOL, probe_vs_sklearn
+from benchmark.probe.features import FeaturePass, Transformed, extract_features
+from benchmark.probe.fit import linear_probe
+from benchmark.probe.splits import probe_split, subsample
 from tasks import get_sequence, load_task
 from tasks.base import targets_of
 

@@ -17,8 +17,8 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import Dataset, Subset
 
-from benchmark.probe import subsample
-from tasks.base import TaskData, targets_of, validation_split
+from benchmark.probe.splits import training_indices
+from tasks.base import TaskData, targets_of
 
 
 def task_aware(dataset: Dataset, task_label: int, train_tf: Callable, eval_tf: Callable):
@@ -44,8 +44,7 @@ class IndexedSubset(Subset):
 def training_split(data: TaskData, max_images: int | None = None) -> IndexedSubset:
     """The images fine-tuning sees: the train split minus the validation split, optionally a
     fixed random subset of at most ``max_images`` of them (same subset in every run)."""
-    train_idx, _ = validation_split(len(data.train))
-    return IndexedSubset(data.train, train_idx[subsample(len(train_idx), max_images)])
+    return IndexedSubset(data.train, training_indices(len(data.train), max_images))
 
 
 def build_stream(

@@ -2,7 +2,8 @@
 
 Adds what the protocol needs and Avalanche lacks: a fresh AdamW state and a warm-up + cosine
 schedule (stepped per iteration) for every task, grad-norm clipping, bf16 autocast on CUDA around
-the forward, the criterion and the plugins' loss terms, a finite-loss check, and progress bars.
+the forward, the criterion and the plugins' loss terms, a finite-loss check, progress bars, and
+an out-of-memory hint with the fix that applies (benchmark/phases.py).
 Strategies never copy this loop; they add Avalanche plugins.
 """
 
@@ -21,11 +22,12 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark import faults
+from benchmark.checkpoint import faults
 from benchmark.config import TrainConfig, autocast_dtype
 from benchmark.cost import Cost
 from benchmark.errors import CFBenchError
 from benchmark.loss_watch import SYNC_EVERY, LossWatch, NonFiniteLossError
+from benchmark.phases import phase
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -65,7 +67,7 @@ def quiet_evaluator() -> EvaluationPlugin:
 
 
 class Trainer(SupervisedTemplate):
-    """SupervisedTemplate with the fine-tuning protocol of DESIGN.md section 3."""
+    """SupervisedTemplate with the fine-tuning protocol of docs/design.md section 3."""
 
     def __init__(
         self,
@@ -100,9 +102,6 @@ class Trainer(SupervisedTemplate):
         self.task_names = list(task_names)
         self.workers = default_workers(cfg, device)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
-        # What the trainer is doing, for error messages: "preparing" (plugins' before_training_exp,
-        # e.g. an LP-init probe), "training", "finishing" (after_training_exp, e.g. EWC's pass).
-        self.phase = "idle"
         self._bar = None
         # Task index -> training batches from the prepared store on the device (pipeline.py);
         # None: Avalanche's DataLoader over the PIL transforms.
@@ -122,9 +121,26 @@ class Trainer(SupervisedTemplate):
 
     # -- task-level setup -------------------------------------------------------------------
     def train_task(self, experience, epochs: int) -> None:
-        """Fine-tune on one experience for ``epochs`` epochs."""
+        """Fine-tune on one experience for ``epochs`` epochs (every plugin's before and
+        after_training_exp included)."""
         self.train_epochs = epochs
-        self.train(experience, num_workers=self.workers, persistent_workers=self.workers > 0)
+        with phase(self.memory_hint):
+            self.train(experience, num_workers=self.workers, persistent_workers=self.workers > 0)
+
+    def memory_hint(self, rerun: str) -> str:
+        """What to do when training runs out of GPU memory (benchmark/phases.py)."""
+        b, micro = self.cfg.batch_size, self.cfg.micro_batch
+        where = f"training task '{self._task_name()}'"
+        if self.batch_statistics():  # micro-batches would change the batch norms
+            half = max(1, b // 2)
+            return (f"{where} at batch size {b}; a smaller --batch-size (e.g. {half}) changes "
+                    "the protocol, so rerun with it and --fresh or another --out")  # fmt: skip
+        per_pass = min(micro or b, b)
+        if per_pass == 1:
+            return (f"{where} with one image per pass: the model does not fit in the GPU's free "
+                    "memory (nvidia-smi shows what else uses it)")  # fmt: skip
+        return (f"{where} at {per_pass} images per pass; {rerun} with --micro-batch "
+                f"{per_pass // 2}: it resumes, and still updates on batches of {b}")  # fmt: skip
 
     def _unpack_minibatch(self):
         """Images and labels to the device; task labels stay where the loader made them (the
@@ -144,7 +160,6 @@ class Trainer(SupervisedTemplate):
         super().make_optimizer(**kwargs)
 
     def _before_training_exp(self, **kwargs):
-        self.phase = "preparing"
         super()._before_training_exp(**kwargs)  # plugins (e.g. replay) may replace the dataloader
         total = self.train_epochs * len(self.dataloader)
         for group in self.optimizer.param_groups:
@@ -237,12 +252,7 @@ class Trainer(SupervisedTemplate):
         t = self.clock.train_exp_counter
         return self.task_names[t] if t < len(self.task_names) else f"task {t}"
 
-    def _after_training_exp(self, **kwargs):
-        self.phase = "finishing"
-        super()._after_training_exp(**kwargs)
-
     def _before_training_epoch(self, **kwargs):
-        self.phase = "training"
         super()._before_training_epoch(**kwargs)
         if self.cfg.batchnorm == "frozen":
             # Re-applied every epoch: evaluation and probes restore train() on the whole model.

@@ -1,10 +1,9 @@
-"""Small helpers shared by the strategy plugins: argument checks, RNG isolation, state copies."""
+"""Small helpers shared by the strategy plugins: argument checks and state copies."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -18,21 +17,6 @@ def check_weight(name: str, value: float) -> None:
 def check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-
-
-@contextlib.contextmanager
-def preserve_rng(device: torch.device | str | None = None) -> Iterator[None]:
-    """Run bookkeeping (an importance pass, a probe fit) without moving the training RNG.
-
-    Iterating a DataLoader draws a seed from the global generator, and train transforms draw
-    augmentations from it: without this, a strategy's extra passes over the data would change the
-    data order and augmentations of every later task, and e.g. EWC with lambda = 0 would not
-    reproduce plain fine-tuning.
-    """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        yield
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

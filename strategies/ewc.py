@@ -19,7 +19,8 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, zerolike_params_dict
 from torch.utils.data import DataLoader
 
-from strategies.common import FROM_MODEL, check_weight, equals_model, preserve_rng
+from benchmark.rng import preserve_rng
+from strategies.common import FROM_MODEL, check_weight, equals_model
 
 
 @dataclass(frozen=True)

@@ -15,84 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from avalanche.training.plugins import SupervisedPlugin
-from torch import nn
-
-from benchmark.config import ProbeConfig
-from benchmark.cost import timed
-from benchmark.evaluation import probe_split
-from benchmark.features import FeaturePass, Transformed, extract_features
-from benchmark.probe import linear_probe
-from strategies.common import preserve_rng
-from tasks.base import TaskData, targets_of
+from benchmark.model.lp_init import LPInitPlugin
 
 
 @dataclass(frozen=True)
 class Config:
     """No fields: the probe uses the run's probe settings (C grid, --probe-max-train)."""
-
-
-def fit_probe_head(
-    encoder: nn.Module,
-    data: TaskData,
-    transform,
-    probe: ProbeConfig,
-    features: FeaturePass,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W [C, D], b [C]) of the linear probe on ``encoder``'s features of ``data.train``."""
-    idx, val_mask = probe_split(len(data.train), probe.max_train_samples)
-    with preserve_rng(features.device):  # the probe's data pass must not shift the training RNG
-        x = extract_features(encoder, Transformed(data.train, transform, idx),
-                             desc=f"LP-FT probe {data.name}", **features.kwargs())  # fmt: skip
-    device = features.device
-    y = torch.as_tensor(np.asarray(targets_of(data.train))[idx], device=device)
-    mask = torch.as_tensor(val_mask, device=device)
-    with timed(features.cost, "probe"):
-        result = linear_probe(x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter,
-                              tol=probe.tol)  # fmt: skip
-    return result.weight, result.bias
-
-
-@torch.no_grad()
-def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor, scale: float = 1.0):
-    """Overwrite a CosineHead in place (the optimiser keeps the same Parameter objects)."""
-    head.weight.copy_(weight)
-    head.bias.copy_(bias)
-    head.scale.fill_(scale)
-
-
-def lp_init_head(model: nn.Module, task: int, data: TaskData, transform, probe: ProbeConfig,
-                 features: FeaturePass) -> None:  # fmt: skip
-    """LP-initialise ``model.heads[str(task)]`` from ``model.encoder`` (reusable: encoders without
-    a text tower need LP-initialised heads)."""
-    weight, bias = fit_probe_head(model.encoder, data, transform, probe, features)
-    set_head(model.heads[str(task)], weight, bias, scale=1.0)
-
-
-class LPInitPlugin(SupervisedPlugin):
-    """LP-initialise the current task's head at the start of the task."""
-
-    def __init__(self, context):
-        super().__init__()
-        self.context = context
-
-    def before_training_exp(self, strategy, **kwargs):
-        t = strategy.experience.task_label  # = the task's index in the sequence (streams.py)
-        c = self.context
-        features = c.features or FeaturePass(
-            strategy.device, c.probe.batch_size or FeaturePass.default_batch(strategy.device),
-            kwargs.get("num_workers", 0),
-        )  # fmt: skip
-        lp_init_head(strategy.model, t, c.tasks[t], c.encoder.eval_transform, c.probe, features)
-
-    def state_dict(self) -> dict:
-        """Empty: the plugin keeps nothing between tasks (the fitted heads are in the model)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def build(context, config: Config) -> list:

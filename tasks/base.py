@@ -1,4 +1,4 @@
-"""TaskSpec: how to build one classification dataset, and the shared split rules."""
+"""TaskSpec: how to build one classification dataset; TaskData: the built splits."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
-
-VAL_FRACTION = 0.1
-VAL_MAX = 20_000
-VAL_SEED = 0
 
 
 @dataclass
@@ -106,18 +102,6 @@ class ConcatTargets(Dataset):
     def __getitem__(self, index: int):
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
         return self.parts[part][index - int(self.offsets[part])]
-
-
-def validation_split(
-    n: int, fraction: float = VAL_FRACTION, max_size: int = VAL_MAX, seed: int = VAL_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``range(n)`` into (train, val) index arrays: val is ``fraction`` of n, capped at
-    ``max_size``, drawn with a fixed seed so every run and every strategy sees the same split."""
-    if n < 2:
-        raise ValueError(f"cannot carve a validation split out of {n} training images")
-    n_val = min(max_size, max(1, int(round(n * fraction))))
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def targets_of(dataset: Dataset) -> list[int]:

@@ -14,7 +14,7 @@ SHARED = ROOT.parent / "shared"
 @pytest.fixture(scope="session")
 def tiny_encoder():
     """The offline tiny open_clip ViT (random weights); built once per test session."""
-    from benchmark.model import build_encoder
+    from benchmark.model.encoder import build_encoder
 
     return build_encoder("cfbench-tiny-vit", "none")
 

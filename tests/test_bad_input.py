@@ -288,9 +288,9 @@ def test_the_same_sequence_by_another_path_resumes_the_same_run(
 def test_out_of_memory_fitting_an_lp_init_head_suggests_the_eval_batch_and_says_without_fresh(
     mini, tmp_path, capsys, monkeypatch
 ):
-    from strategies import lp_ft
+    from benchmark.model import lp_init
 
-    extract, calls = lp_ft.extract_features, []
+    extract, calls = lp_init.extract_features, []
 
     def extract_then_oom(*args, **kwargs):
         calls.append(1)
@@ -298,7 +298,7 @@ def test_out_of_memory_fitting_an_lp_init_head_suggests_the_eval_batch_and_says_
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return extract(*args, **kwargs)
 
-    monkeypatch.setattr(lp_ft, "extract_features", extract_then_oom)
+    monkeypatch.setattr(lp_init, "extract_features", extract_then_oom)
     argv = ["--sequence", str(mini), "--out", str(tmp_path), "--head-init", "lp", "--fresh"]
     assert main(argv) == 2
     message = one_line_error(capsys)
@@ -332,7 +332,7 @@ def test_a_plugin_state_that_a_checkpoint_cannot_hold_is_refused_when_saved(mini
 
 
 def test_a_full_disk_is_one_line_saying_what_is_saved(mini, tmp_path, capsys, monkeypatch):
-    from benchmark import checkpoint_store
+    from benchmark.checkpoint import store as checkpoint_store
 
     write, calls = checkpoint_store.write_atomic, []
 

@@ -17,13 +17,15 @@ from benchmark import loss_watch
 from benchmark.config import TrainConfig, autocast_dtype
 from benchmark.cost import Cost, flops_per_image
 from benchmark.loss_watch import LossWatch
-from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
+from benchmark.model.encoder import build_encoder
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.pipeline import DeviceBatches, TensorPipeline
-from benchmark.runner import seed_everything
+from benchmark.rng import seed_everything
+from benchmark.strategy_api import StrategyContext
 from benchmark.streams import build_stream, training_split
 from benchmark.trainer import Trainer
 from run_benchmark import main
-from strategies import StrategyContext, resolve
+from strategies import resolve
 from tasks import get_sequence, load_task
 from tasks.synthetic import synthetic_task
 

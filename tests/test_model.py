@@ -2,7 +2,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.model import CosineHead, MultiTaskClassifier
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from tasks.synthetic import SYNTHETIC_TASKS
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from benchmark.errors import CFBenchError, DatasetMissingError
-from benchmark.model import build_encoder
-from benchmark.probe import linear_probe
-from benchmark.resnet_cifar import MEAN, STD, ResNetCifar, load_checkpoint
+from benchmark.model.encoder import build_encoder
+from benchmark.model.resnet_cifar import MEAN, STD, ResNetCifar, load_checkpoint
+from benchmark.probe.fit import linear_probe
 from tasks import get_task, load_task
 from tests.conftest import SHARED
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from benchmark.perf.plan import SMALL_DIVISOR, SMALL_MAX_SIDE, SMALL_PER_CLASS
+from benchmark.probe.splits import validation_split
 from run_benchmark import main
 from tasks import get_sequence, get_task
-from tasks.base import validation_split
 
 STEPS = 2
 

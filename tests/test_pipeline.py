@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from benchmark import pipeline as P
-from benchmark.model import build_encoder
+from benchmark.model.encoder import build_encoder
 from run_benchmark import main
 from tasks import manage
 from tests.conftest import SHARED

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from benchmark import plots
+from benchmark.report import plots
 
 TASKS = ["a", "b"]
 CONTROLS = ["c"]

@@ -5,10 +5,11 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-import benchmark.probe as probe
-import benchmark.probe_solver as probe_solver
+import benchmark.probe.fit as probe
+import benchmark.probe.solver as probe_solver
 from benchmark.config import ProbeConfig
-from benchmark.probe import accuracy, fit_logreg, fit_path, linear_probe, subsample
+from benchmark.probe.fit import accuracy, fit_logreg, fit_path, linear_probe
+from benchmark.probe.splits import subsample
 
 
 def classification(n, n_train, features, classes, clusters, sep, seed):

@@ -2,7 +2,7 @@ import torch
 from avalanche.training.plugins import LwFPlugin
 
 from benchmark.config import TrainConfig
-from benchmark.model import CosineHead, MultiTaskClassifier
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.streams import build_stream, training_split
 from benchmark.trainer import Trainer
 from tasks.synthetic import synthetic_task
@@ -65,7 +65,7 @@ def test_avalanche_lwf_plugin_runs_two_experiences(tiny_encoder):
 
 
 def test_frozen_batchnorm_keeps_pretrained_running_statistics():
-    from benchmark.model import build_encoder
+    from benchmark.model.encoder import build_encoder
 
     tasks = _tasks()[:1]
     for mode, should_change in (("frozen", False), ("train", True)):

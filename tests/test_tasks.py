@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from benchmark.errors import CFBenchError, DatasetMissingError
+from benchmark.probe.splits import validation_split
 from tasks import SEQUENCES, TASKS, get_sequence, load_task
-from tasks.base import validation_split
 
 SEED_DATASETS = {
     "cars",

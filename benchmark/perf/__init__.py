@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from tqdm.auto import tqdm
 
 from benchmark.config import autocast_dtype, default_data_root
 from benchmark.errors import CFBenchError
-from benchmark.features import FeaturePass
 from benchmark.io import write_atomic
 from benchmark.perf import measure as M
 from benchmark.perf.plan import (
@@ -32,6 +32,7 @@ from benchmark.perf.plan import (
     project,
 )
 from benchmark.perf.probes import probe_runs, sklearn_run
+from benchmark.probe.features import FeaturePass
 
 STRATEGIES = ("ft", "ldifs")
 TARGETS = {"ft_over_bare": 1.15, "ldifs_over_ft": 1.4}
@@ -81,9 +82,9 @@ def resolved(cfg: PerfConfig, device: torch.device) -> PerfConfig:
     )
 
 
-def run_perf(cfg: PerfConfig, log=print) -> dict:
+def run_perf(cfg: PerfConfig, strategies: Mapping, log=print) -> dict:
     """Measure, print the table, write the JSON to ``cfg.out``; returns what it wrote."""
-    from benchmark.model import build_encoder
+    from benchmark.model.encoder import build_encoder
     from benchmark.pipeline import TensorPipeline
     from benchmark.trainer import resolve_device
     from tasks import get_sequence
@@ -105,7 +106,13 @@ def run_perf(cfg: PerfConfig, log=print) -> dict:
     if pipeline is None:
         raise CFBenchError(f"perf: {cfg.model}'s transforms are not ones the device pipeline runs")
     bench = M.Bench(
-        encoder, pipeline, device, cfg.batch_size, cfg.steps, autocast_dtype(cfg.precision, device)
+        encoder,
+        pipeline,
+        device,
+        cfg.batch_size,
+        cfg.steps,
+        autocast_dtype(cfg.precision, device),
+        strategies,
     )
     try:
         out = measure(cfg, bench, plan)

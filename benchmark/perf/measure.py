@@ -5,7 +5,7 @@ images and random weights, after one untimed warm-up step."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +15,13 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.config import ProbeConfig, TrainConfig
-from benchmark.features import Transformed, extract_features
-from benchmark.model import CosineHead, Encoder, MultiTaskClassifier
+from benchmark.model.encoder import Encoder
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.pipeline import DeviceBatches, TensorPipeline, batches
+from benchmark.probe.features import Transformed, extract_features
+from benchmark.strategy_api import StrategyContext, resolve
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer
-from strategies import StrategyContext, resolve
 from tasks.base import TaskData
 from tasks.synthetic import ArrayImages
 
@@ -36,6 +37,7 @@ class Bench:
     batch_size: int
     steps: int
     autocast: torch.dtype | None
+    strategies: Mapping  # the registry (strategies.STRATEGIES) the trainer rates build from
     compiled: bool = False  # the encoder was compiled in place
 
     def sync(self) -> None:
@@ -151,7 +153,7 @@ def trainer_rate(bench: Bench, strategy: str, images: np.ndarray, num_classes: i
     model = classifier(bench, num_classes)
     cfg = TrainConfig(batch_size=bench.batch_size, precision=_precision(bench), workers=0)
     context = StrategyContext(model, bench.encoder, bench.device, cfg, ProbeConfig(), [task])
-    plugins = resolve(strategy, {})(context)
+    plugins = resolve(strategy, {}, bench.strategies)(context)
     if bench.compiled and plugins:
         # Dynamo does not guard on forward hooks added to submodules after a compile (LDIFS's
         # taps): compile afresh so the graph calls this measurement's hooks. A run builds its

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark.errors import CFBenchError
+from benchmark.probe.splits import validation_split
 from tasks import SequenceSpec, get_task
-from tasks.base import validation_split
 
 # Native image side of the datasets stored at their own size (the prepared store keeps it; the
 # others have a TaskSpec.store_size). MNIST is grey; the store holds it as RGB, as here.

@@ -19,7 +19,7 @@ SKLEARN_MAX = (5000, 2000)  # train, test images of the sklearn comparison (it r
 def probe_features(
     n_train: int, n_test: int, dim: int, num_classes: int, device: torch.device, seed: int = 0
 ):
-    """Gaussian class means plus noise (benchmark.probe_bench's problem, whose noise 6 at 512
+    """Gaussian class means plus noise (benchmark.probe.bench's problem, whose noise 6 at 512
     dimensions is scaled to keep its separation at ``dim``), every class in both splits:
     (x_train, y_train, x_test, y_test) on ``device``."""
     noise = 6.0 * (dim / 512) ** 0.5
@@ -39,8 +39,8 @@ def probe_seconds(
 ) -> dict:
     """One ``linear_probe`` (C sweep on train minus val, refit, test) on random features of a
     dataset's shape, timed."""
-    from benchmark.evaluation import probe_split
-    from benchmark.probe import linear_probe
+    from benchmark.probe.fit import linear_probe
+    from benchmark.probe.splits import probe_split
 
     xtr, ytr, xte, yte = probe_features(n_train, n_test, dim, num_classes, device)
     _, mask = probe_split(n_train, None)
@@ -74,9 +74,9 @@ def probe_seconds(
 def sklearn_comparison(
     n_train: int, n_test: int, dim: int, num_classes: int, device: torch.device, probe: ProbeConfig
 ) -> dict:
-    """benchmark.probe_bench.probe_vs_sklearn on random features of one dataset's shape."""
-    from benchmark.evaluation import probe_split
-    from benchmark.probe_bench import probe_vs_sklearn
+    """benchmark.probe.bench.probe_vs_sklearn on random features of one dataset's shape."""
+    from benchmark.probe.bench import probe_vs_sklearn
+    from benchmark.probe.splits import probe_split
 
     xtr, ytr, xte, yte = (
         t.cpu().numpy()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.aggregate import TABLE_METRICS
-from benchmark.aggregate import run_metrics as compute_run_metrics
 from benchmark.errors import CFBenchError
+from benchmark.report.aggregate import TABLE_METRICS
+from benchmark.report.aggregate import run_metrics as compute_run_metrics
 from benchmark.results import RECORD_COLUMNS, matrix
 
 # The folder 'run_benchmark.py report' writes into; never read back as runs.

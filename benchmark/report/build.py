@@ -29,11 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.aggregate import aggregate_seeds, least_forgetting
 from benchmark.errors import CFBenchError
-from benchmark.report_cost import cost_section
-from benchmark.report_figures import run_figures, sequence_figures
-from benchmark.report_tables import (
+from benchmark.io import write_atomic
+from benchmark.report.aggregate import aggregate_seeds, least_forgetting
+from benchmark.report.cost import cost_section
+from benchmark.report.figures import run_figures, sequence_figures
+from benchmark.report.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
+from benchmark.report.tables import (
     DECIMALS,
     columns_legend,
     format_number,
@@ -41,8 +43,6 @@ from benchmark.report_tables import (
     markdown_table,
     table_keys,
 )
-from benchmark.results import write_atomic
-from benchmark.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
 
 MARKER = ".cfbench-report"
 

@@ -141,7 +141,7 @@ def _ours(x_train, y_train, val_mask, x_test, y_test, num_classes, grid, device)
     """Our timed sweep + refit, and the sweep's solutions (the same computation, not timed)."""
     import torch
 
-    from benchmark.probe import fit_path, linear_probe
+    from benchmark.probe.fit import fit_path, linear_probe
 
     dev = torch.device(device)
     args = [torch.as_tensor(a).to(dev) for a in (x_train, y_train, val_mask, x_test, y_test)]
@@ -195,7 +195,7 @@ def synthetic_problem(
 def main(argv: Sequence[str] | None = None) -> dict:
     from benchmark.config import ProbeConfig
 
-    ap = argparse.ArgumentParser(prog="python -m benchmark.probe_bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m benchmark.probe.bench", description=__doc__)
     ap.add_argument("--n-train", type=int, default=20_000)
     ap.add_argument("--n-test", type=int, default=5_000)
     ap.add_argument("--dim", type=int, default=512)

@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from benchmark.plots.style import KIND_NAMES, STYLE, figure, label_spans, stage_labels
+from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, label_spans, stage_labels
 
 
 def _text_color(rgba: Sequence[float]) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from benchmark.plots.style import KIND_NAMES, STYLE, figure, mean_std, strategy_colors
+from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, mean_std, strategy_colors
 
 
 def _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages: int) -> None:

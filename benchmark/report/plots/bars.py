@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmark.plots.style import STYLE, figure, label_spans, mean_std, strategy_colors
+from benchmark.report.plots.style import STYLE, figure, label_spans, mean_std, strategy_colors
 
 
 def final_delta_lp(records: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:

@@ -1,7 +1,8 @@
-"""Encoders, zero-shot and linear heads, and the multi-task classifier that is trained.
+"""Image encoders (open_clip, and the CIFAR ResNets of ../shared) with their transforms and taps.
 
-Only the image encoder and the heads live in the trained module. The CLIP text tower is kept in a
-separate frozen ``TextTower`` used to build zero-shot heads (DESIGN.md section 3).
+Only the image encoder and the heads (benchmark/model/heads.py) live in the trained module. The CLIP
+text tower is kept in a separate frozen ``TextTower`` used to build zero-shot heads
+(docs/design.md section 3).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from avalanche.models import MultiTaskModule
 from torch import nn
 
 from benchmark.errors import CFBenchError
-from benchmark.resnet_cifar import DEPTHS as RESNET_DEPTHS
-from benchmark.resnet_cifar import MEAN as RESNET_MEAN
-from benchmark.resnet_cifar import STD as RESNET_STD
-from benchmark.resnet_cifar import ResNetCifar, load_checkpoint
+from benchmark.model.resnet_cifar import DEPTHS as RESNET_DEPTHS
+from benchmark.model.resnet_cifar import MEAN as RESNET_MEAN
+from benchmark.model.resnet_cifar import STD as RESNET_STD
+from benchmark.model.resnet_cifar import ResNetCifar, load_checkpoint
 
-MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+MODEL_CONFIGS = Path(__file__).parent / "configs"
 TINY_MODELS = ("cfbench-tiny-vit",)
 
 
@@ -185,76 +185,3 @@ def build_encoder(name: str, pretrained: str | None, data_root: Path | None = No
     if name in RESNET_DEPTHS:
         return build_resnet_cifar(name, pretrained, data_root)
     return build_open_clip(name, pretrained)
-
-
-class CosineHead(nn.Module):
-    """logits = scale * W @ normalize(f) + b.
-
-    Zero-shot init: W = text class weights, b = 0, scale = CLIP's logit_scale.exp().
-    LP init: W and b from the probe fitted on normalised features, scale = 1.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: float = 1.0):
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone().float())
-        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone().float()
-        self.bias = nn.Parameter(b)
-        self.register_buffer("scale", torch.tensor(float(scale)))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        f = F.normalize(features, dim=-1)
-        return self.scale * F.linear(f, self.weight.to(f.dtype)) + self.bias.to(f.dtype)
-
-
-class MultiTaskClassifier(MultiTaskModule):
-    """Image encoder shared by one head per task (task label t -> ``heads[str(t)]``).
-
-    Task labels may stay on the CPU (the trainer keeps them there): the model reads them to pick
-    heads, which on a GPU tensor would wait for the device every step."""
-
-    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module]):
-        super().__init__()
-        self.encoder = encoder
-        self.heads = nn.ModuleDict({str(t): h for t, h in enumerate(heads)})
-        self.max_class_label = max(h.weight.shape[0] for h in heads)
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, features)
-
-    def __getstate__(self) -> dict:
-        # copies (LwF's teacher, anchors) must not carry the training graph's features
-        return {**self.__dict__, "_last": None}
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)
-        # the training forward's features, for forward_all_tasks on the same batch
-        self._last = (x, features) if self.training and torch.is_grad_enabled() else None
-        return features
-
-    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
-        return self.heads[str(task_label)](self._encode(x))
-
-    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Every known task's logits from one encoder pass: the training forward's own when ``x``
-        is its batch (LwF's student term then needs no second pass through the encoder).
-        Avalanche's default runs the encoder once per task."""
-        last = self._last
-        reuse = last is not None and last[0] is x and self.training and torch.is_grad_enabled()
-        features = last[1] if reuse else self._encode(x)
-        return {t: self.heads[str(t)](features) for t in sorted(self.known_train_tasks_labels)}
-
-    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
-        """Mixed-task batches (replay): encode the batch once, apply each sample's head, and pad
-        narrower heads with the most negative logit so cross-entropy ignores the padding.
-        (Avalanche pads with zeros, which counts as real classes with logit 0.)"""
-        if task_labels is None or isinstance(task_labels, int):
-            return super().forward(x, task_labels)
-        tasks = [int(t) for t in torch.unique(task_labels)]
-        if len(tasks) == 1:
-            return self.forward_single_task(x, tasks[0])
-        features = self._encode(x)
-        masks = {t: (task_labels == t).to(features.device) for t in tasks}
-        outs = {t: self.heads[str(t)](features[masks[t]]) for t in tasks}
-        dtype = next(iter(outs.values())).dtype
-        out = features.new_full((len(x), self.max_class_label), torch.finfo(dtype).min, dtype=dtype)
-        for t, logits in outs.items():
-            out[masks[t], : logits.shape[1]] = logits
-        return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.results import write_atomic
+from benchmark.io import write_atomic
 
 COLUMNS = {
     "final_avg_acc": "final avg acc",

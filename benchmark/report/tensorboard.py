@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmark import plots
 from benchmark.errors import CFBenchError
+from benchmark.report import plots
+from benchmark.report.runs import load_run
 from benchmark.results import KINDS
-from benchmark.runs import load_run
 
 TB_DIR = "tensorboard"
 

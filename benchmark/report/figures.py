@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark import plots
+from benchmark.report import plots
+from benchmark.report.runs import Run
 from benchmark.results import KINDS, safe_name
-from benchmark.runs import Run
 
 
 def _limits(runs: Sequence[Run], kind: str) -> tuple[float, float]:

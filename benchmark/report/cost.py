@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from benchmark.runs import Run
+from benchmark.report.runs import Run
 
 COUNTS = (("images_trained", "images trained"), ("images_encoded", "images encoded"),
           ("gflops", "GFLOPs"))  # fmt: skip

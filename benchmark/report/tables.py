@@ -1,6 +1,6 @@
 """The comparison table rendered: Markdown, LaTeX and the CSV column legend.
 
-Pure functions of the table written by ``benchmark.aggregate.aggregate_seeds`` (one row per
+Pure functions of the table written by ``benchmark.report.aggregate.aggregate_seeds`` (one row per
 (sequence, strategy): ``<metric>_mean`` / ``<metric>_std`` per metric, ``n_seeds``, ``seeds``);
 ``benchmark.report`` writes their output into the report folder.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from benchmark.aggregate import MTIL_KEYS, TABLE_METRICS
+from benchmark.report.aggregate import MTIL_KEYS, TABLE_METRICS
 
 DECIMALS = 2
 

@@ -26,11 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.probe_solver import Problem, solve
+from benchmark.probe.solver import Problem, solve
 
 TOL = 1e-5  # default: a fit stops when its remaining objective decrease is about TOL * objective
 MAX_ITER = 1000  # default safety cap on the L-BFGS iterations of one fit
@@ -193,10 +192,3 @@ def linear_probe(
     w, b = refit.weight, refit.bias
     return ProbeResult(accuracy(test_x, test_y, w, b), chosen.c, scores[best], w.cpu(), b.cpu(),
                        edge, converged)  # fmt: skip
-
-
-def subsample(n: int, max_n: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted indices of at most ``max_n`` of ``range(n)`` (all of them when max_n is None)."""
-    if max_n is None or n <= max_n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_n, replace=False))

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.checkpoint import (
+from benchmark.checkpoint.state import (
     FORMAT,
     OPTIONAL_KEYS,
     STATE_KEYS,
@@ -30,7 +30,8 @@ from benchmark.checkpoint import (
     first_line,
 )
 from benchmark.errors import CFBenchError
-from benchmark.results import write_atomic, write_json
+from benchmark.io import write_atomic
+from benchmark.results import write_json
 
 INDEX = "checkpoint.json"
 FOLDER = "checkpoints"
