@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return data_command(argv[1:])
     if argv[:1] == ["perf"]:
         return perf_command(argv[1:])
-    args = build_parser().parse_args(argv)
+    from strategies import STRATEGIES
+
+    args = build_parser(list(STRATEGIES)).parse_args(argv)
     from benchmark.errors import CFBenchError, Terminated
 
     try:  # pre-emption (SIGTERM): stop as on Ctrl-C

@@ -4,6 +4,8 @@ is in run_benchmark.py."""
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Sequence
 
 DESCRIPTION = (
     "cfbench command line: fine-tune an image encoder on a task sequence and measure what it "
@@ -18,7 +20,9 @@ Exit codes: 0 done, 2 bad input, missing data or a run that cannot continue (one
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); both of the last two can be resumed."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(strategies: Sequence[str]) -> argparse.ArgumentParser:
+    """The run command's parser; ``strategies``: the registered names (strategies.STRATEGIES),
+    which the help lists."""
     p = argparse.ArgumentParser(
         prog="run_benchmark.py",
         description=DESCRIPTION,
@@ -26,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups = [
-        (_run_options, "what to run"),
+        (functools.partial(_run_options, strategies=strategies), "what to run"),
         (_io_options, "data, output and device"),
         (_training_options, "fine-tuning (defaults: the sequence's, else the protocol's)"),
         (_probe_options, "linear probes"),
@@ -37,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_options(a) -> None:
+def _run_options(a, strategies: Sequence[str]) -> None:
     a(
         "--sequence",
         default="smoke",
@@ -46,7 +50,7 @@ def _run_options(a) -> None:
     a(
         "--strategy",
         default="ft",
-        help="registered strategy (ft, l2sp, ldifs, lp_ft, ewc, lwf, replay, wise_ft), 'all' "
+        help=f"registered strategy ({', '.join(strategies)}), 'all' "
         "(each of them on the same sequence and seed, then one comparison table), or "
         "package.module:factory for your own (default: ft)",
     )

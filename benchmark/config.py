@@ -16,7 +16,7 @@ from benchmark.errors import CFBenchError
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning protocol per task (DESIGN.md section 3)."""
+    """Fine-tuning protocol per task (docs/design.md section 3)."""
 
     epochs: int | None = None  # None: the per-dataset paper value (or the sequence's)
     batch_size: int = 128

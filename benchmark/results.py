@@ -16,7 +16,7 @@ import pandas as pd
 
 from benchmark import metrics
 from benchmark.errors import CFBenchError
-from benchmark.io import _UMASK, write_atomic  # noqa: F401 - re-exported for callers
+from benchmark.io import write_atomic
 
 RECORD_COLUMNS = [
     "sequence",
@@ -144,7 +144,7 @@ class RunResults:
             if m.empty or last not in m.index:
                 continue
             m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
-            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns))
+            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns), kind)
         if cost is not None:
             out["cost"] = cost
         write_json(self.folder / "metrics.json", out)
@@ -157,7 +157,6 @@ def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
     nan = float("nan")
-    log(f"final avg acc {summary.get('final_avg_acc', nan):.2f}  "
-        f"delta-LP controls {summary.get('delta_lp_controls', nan):.2f}  "
-        f"forgetting {summary.get('forgetting', nan):.2f}  ({seconds:.1f} s)")  # fmt: skip
+    values = "  ".join(f"{m.label} {summary.get(m.key, nan):.2f}" for m in metrics.HEADLINE)
+    log(f"{values}  ({seconds:.1f} s)")
     log(f"run folder: {results.folder}")

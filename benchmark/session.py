@@ -113,7 +113,12 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     features = FeaturePass(device, cfg.probe.batch_size or FeaturePass.default_batch(device),
                            default_workers(cfg.train, device), setup.pipeline,
                            autocast_dtype(cfg.train.precision, device), cost)  # fmt: skip
-    context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks, features)
+    stream = build_stream(
+        tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
+    )
+    train_datasets = [e.dataset for e in stream.train_stream]
+    context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks, features,
+                              train_datasets)  # fmt: skip
     plugins = setup.strategy(context)  # built from the pretrained model, before any restore
     lp_init = any(isinstance(p, LPInitPlugin) for p in plugins)  # LP-FT fits the heads itself
     if setup.head_init == "lp" and not lp_init:
@@ -128,7 +133,4 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     trainer.cost = cost
     if setup.pipeline is not None:
         trainer.device_loader = device_loaders(tasks, cfg, setup.pipeline, device, trainer)
-    stream = build_stream(
-        tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
-    )
     return Session(model, plugins, evaluation, trainer, stream, cost)

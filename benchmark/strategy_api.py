@@ -15,7 +15,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +36,9 @@ class StrategyContext:
     probe: ProbeConfig
     tasks: list  # TaskData of the sequence's tasks, in order
     features: Any = None  # the run's benchmark.probe.features.FeaturePass (None: fp32, loader)
+    # Each task's training dataset as the stream holds it (index = task; replay's memory indexes
+    # these, so a restored memory points at the same images). None outside a run (perf).
+    train_datasets: Sequence | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from benchmark.config import TrainConfig, autocast_dtype
 from benchmark.cost import Cost
 from benchmark.errors import CFBenchError
 from benchmark.loss_watch import SYNC_EVERY, LossWatch, NonFiniteLossError
+from benchmark.micro_batch import micro_batches
 from benchmark.phases import phase
 
 
@@ -184,17 +185,16 @@ class Trainer(SupervisedTemplate):
             self._unpack_minibatch()
             self._before_training_iteration(**kwargs)
             self.optimizer.zero_grad()
-            batch, n = self.mbatch, len(self.mbatch[0])
+            batch = self.mbatch
             total, outputs = 0.0, []
-            for start in range(0, n, size):
-                self.mbatch = [part[start : start + size] for part in batch]
+            for self.mbatch, share in micro_batches(batch, size):
                 self.loss = self._make_empty_loss()
                 self._before_forward(**kwargs)
                 self.mb_output = self.forward()
                 self._after_forward(**kwargs)
                 self.loss += self.criterion()
                 self._before_backward(**kwargs)
-                self.loss = self.loss * (len(self.mbatch[0]) / n)
+                self.loss = self.loss * share
                 self.backward()
                 self._after_backward(**kwargs)
                 total, outputs = total + self.loss.detach(), [*outputs, self.mb_output.detach()]

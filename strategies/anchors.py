@@ -1,7 +1,7 @@
 """Anchors: frozen copies of the image encoder that L2-SP and LDIFS pull the trained encoder to.
 
 The copy lives in the plugin, outside ``strategy.model``, so Avalanche never hands it to the
-optimiser (DESIGN.md section 5).
+optimiser (docs/design.md section 5).
 """
 
 from __future__ import annotations

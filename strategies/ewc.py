@@ -19,6 +19,7 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, zerolike_params_dict
 from torch.utils.data import DataLoader
 
+from benchmark.micro_batch import micro_batches
 from benchmark.rng import preserve_rng
 from strategies.common import FROM_MODEL, check_weight, equals_model
 
@@ -94,11 +95,9 @@ class OnlineEWCPlugin(EWCPlugin):
         for batch in loader:
             x, y, tasks = batch[0], batch[1], batch[-1]
             optimizer.zero_grad()
-            for start in range(0, len(x), size):
-                part = slice(start, start + size)
-                out = avalanche_forward(model, x[part].to(device), tasks[part])
-                share = len(x[part]) / len(x)
-                (criterion(out, y[part].to(device)) * share).backward()
+            for (xs, ys, ts), share in micro_batches([x, y, tasks], size):
+                out = avalanche_forward(model, xs.to(device), ts)
+                (criterion(out, ys.to(device)) * share).backward()
             for (_, p), imp in zip(model.named_parameters(), importances.values(), strict=True):
                 if p.grad is not None:
                     imp.data += p.grad.detach().pow(2)

@@ -6,7 +6,7 @@ arXiv:1902.10486 (Rolnick et al., NeurIPS 2019, arXiv:1811.11682), as Avalanche'
 memory = a uniform random sample of every past task, ``mem_size`` images in all, split evenly over
 the tasks seen (Avalanche's experience-balanced buffer). After the first task every step sees a
 batch of new images plus ``batch_size_mem`` remembered ones, so the effective batch doubles by
-default (DESIGN.md section 5); the learning-rate schedule still counts steps over the new data.
+default (docs/design.md section 5); the learning-rate schedule still counts steps over the new data.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from avalanche.benchmarks.utils import concat_datasets
 from avalanche.training.plugins import ReplayPlugin
-from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
-
-from benchmark.streams import task_aware, training_split
+from avalanche.training.storage_policy import ExemplarsBuffer
 
 
 @dataclass(frozen=True)
@@ -36,56 +35,62 @@ class Config:
             raise ValueError(f"batch_size_mem must be >= 1, got {self.batch_size_mem}")
 
 
-class IndexedBuffer(ExperienceBalancedBuffer):
-    """Avalanche's experience-balanced buffer, holding for each task the indices of its kept images
-    in that task's training dataset, so the state is a few integers and can be rebuilt."""
+def balanced_sizes(max_size: int, groups: int) -> list[int]:
+    """Memory per task when ``groups`` tasks share ``max_size`` images: equal shares, the
+    remainder to the earliest tasks (Avalanche's experience-balanced buffer, adaptive size)."""
+    sizes = [max_size // groups] * groups
+    for i in range(max_size - sum(sizes)):
+        sizes[i] += 1
+    return sizes
 
-    def __init__(self, max_size: int, dataset_of):
-        super().__init__(max_size, adaptive_size=True)
-        self.dataset_of = dataset_of  # task index -> its training dataset (as the stream has it)
+
+class IndexedMemory(ExemplarsBuffer):
+    """An experience-balanced memory that holds, per past task, the indices of its kept images in
+    that task's training dataset: the stream's own (``StrategyContext.train_datasets``), so a
+    restored memory points at the images it was drawn from. The state is a few integers."""
+
+    def __init__(self, max_size: int, train_datasets):
+        super().__init__(max_size)
+        self.train_datasets = train_datasets  # task index -> its training dataset in the stream
         self.kept: dict[int, torch.Tensor] = {}
 
-    def _add(self, group: int, dataset, indices: torch.Tensor) -> None:
-        buffer = ReservoirSamplingBuffer(len(indices))
-        buffer.buffer = dataset.subset(indices.tolist())
-        buffer._buffer_weights = torch.zeros(len(indices))  # resize() slices it; order is kept
-        self.buffer_groups[group], self.kept[group] = buffer, indices
+    @property
+    def buffer(self):
+        """The remembered images, task by task (what Avalanche's ReplayDataLoader samples)."""
+        parts = [self.train_datasets[t].subset(idx.tolist()) for t, idx in self.kept.items()]
+        return concat_datasets(parts)
 
     def post_adapt(self, agent, exp):
-        group = self._num_exps
-        self._num_exps += 1
-        lengths = self.get_group_lengths(self._num_exps)
-        self._add(group, exp.dataset, torch.randperm(len(exp.dataset))[: lengths[-1]])
-        for (g, buffer), n in zip(self.buffer_groups.items(), lengths, strict=True):
-            buffer.resize(agent, n)  # keeps the first n: still a uniform sample of task g
-            self.kept[g] = self.kept[g][:n]
+        """After a task: keep a uniform random sample of it, and shrink every earlier task's
+        sample to its new share (their first images: still uniform samples)."""
+        task = len(self.kept)
+        sizes = balanced_sizes(self.max_size, task + 1)
+        self.kept[task] = torch.randperm(len(self.train_datasets[task]))[: sizes[-1]]
+        for (t, idx), n in zip(list(self.kept.items()), sizes, strict=True):
+            self.kept[t] = idx[:n]
+
+    def resize(self, strategy, new_size: int) -> None:
+        self.max_size = new_size
 
     def state_dict(self) -> dict:
-        return {"kept": {g: idx.clone() for g, idx in self.kept.items()}}
+        return {"kept": {t: idx.clone() for t, idx in self.kept.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer_groups.clear()
         self.kept.clear()
-        for group, indices in sorted(state["kept"].items()):
-            dataset = self.dataset_of(int(group))
-            if len(indices) and int(indices.max()) >= len(dataset):
-                raise ValueError(f"replay state does not match task {group}'s training split")
-            self._add(int(group), dataset, indices.long())
-        self._num_exps = len(self.kept)
+        for task, indices in sorted(state["kept"].items()):
+            if len(indices) and int(indices.max()) >= len(self.train_datasets[int(task)]):
+                raise ValueError(f"replay state does not match task {task}'s training split")
+            self.kept[int(task)] = indices.long()
 
 
 class CheckpointableReplay(ReplayPlugin):
     def __init__(self, context, mem_size: int, batch_size_mem: int | None):
-        enc = context.encoder
-
-        def dataset_of(t: int):  # what benchmark.streams.build_stream gives task t
-            split = training_split(context.tasks[t], context.train.max_train_images)
-            return task_aware(split, t, enc.train_transform, enc.eval_transform)
-
+        if context.train_datasets is None:
+            raise ValueError("replay needs the stream's training datasets (StrategyContext)")
         super().__init__(
             mem_size=mem_size,
             batch_size_mem=batch_size_mem,
-            storage_policy=IndexedBuffer(mem_size, dataset_of),
+            storage_policy=IndexedMemory(mem_size, context.train_datasets),
         )
 
     def after_training_exp(self, strategy, **kwargs):

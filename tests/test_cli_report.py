@@ -1,4 +1,5 @@
 from run_benchmark import build_parser, main
+from strategies import STRATEGIES
 from tests.test_report import LP, ZS, write_run
 
 
@@ -17,9 +18,9 @@ def test_report_subcommand_on_an_empty_folder_is_one_line_exit_2(tmp_path, capsy
 
 
 def test_seeds_and_tensorboard_are_documented():
-    text = build_parser().format_help()
+    text = build_parser(list(STRATEGIES)).format_help()
     assert "--seeds" in text and "--tensorboard" in text
-    assert build_parser().parse_args(["--seeds", "0", "1", "2"]).seeds == [0, 1, 2]
+    assert build_parser(list(STRATEGIES)).parse_args(["--seeds", "0", "1", "2"]).seeds == [0, 1, 2]
 
 
 def test_report_shows_what_the_runs_cost_mean_over_seeds(tmp_path):

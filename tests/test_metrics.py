@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_shape_is_checked():
         metrics.final_average_accuracy(R[:3], 3)
 
 
-def test_summarize_names_every_metric():
+def test_summarize_names_every_metric_of_the_matrix():
     s = metrics.summarize(R, 3, ["a", "b", "c", "ctrl"])
     assert set(s) == {
         "final_avg_acc",
@@ -66,4 +68,61 @@ def test_summarize_names_every_metric():
         "bwt",
     }
     assert s["delta_lp"]["ctrl"] == pytest.approx(-5.0)
-    assert set(metrics.DEFINITIONS) == set(s)
+    assert s["forgetting"] == pytest.approx(20.0)
+
+
+def test_the_zero_shot_matrix_also_gets_the_mtil_metrics_by_hand():
+    # R read as a zero-shot matrix; rows 1..3, task columns a, b, c:
+    # transfer = mean(R[1, b], mean(R[1, c], R[2, c])) = mean(45, (35 + 20) / 2) = 36.25
+    # avg = (90 + 45 + 35 + 70 + 95 + 20 + 60 + 85 + 99) / 9 = 599 / 9; last = (60 + 85 + 99) / 3
+    s = metrics.summarize(R, 3, ["a", "b", "c", "ctrl"], kind="zs")
+    assert s["mtil_transfer"] == pytest.approx(36.25)
+    assert s["mtil_avg"] == pytest.approx(599 / 9)
+    assert s["mtil_last"] == pytest.approx(244 / 3)
+    assert s["final_avg_acc"] == pytest.approx(244 / 3)  # the same row, read as "any" matrix
+
+
+def test_table_values_take_each_metric_from_its_matrix_and_nan_without_it():
+    lp = R
+    zs = R[:, [2, 1, 0, 3]]  # another matrix: the MTIL values must come from this one
+    both = metrics.table_values({"lp": lp, "zs": zs}, 3)
+    assert both["final_avg_acc"] == pytest.approx((60 + 85 + 99) / 3)
+    assert both["mtil_avg"] == pytest.approx(599 / 9)  # the same cells, reordered
+    # transfer on zs: columns (c, b, a): mean(R[1, b], mean(R[1, a], R[2, a])) = mean(45, 80)
+    assert both["mtil_transfer"] == pytest.approx(62.5)
+    no_zs = metrics.table_values({"lp": lp}, 3)
+    assert set(no_zs) == {m.key for m in metrics.TABLE}
+    assert all(np.isnan(no_zs[k]) for k in ("mtil_transfer", "mtil_avg", "mtil_last"))
+    assert no_zs["forgetting"] == pytest.approx(20.0)
+
+
+def test_delta_from_pretrained_is_every_row_minus_row_0():
+    d = metrics.delta_from_pretrained(R)
+    np.testing.assert_allclose(d[0], 0.0)
+    np.testing.assert_allclose(d[2], [20.0, 55.0, -10.0, -20.0])  # row 2 - row 0 by hand
+    np.testing.assert_allclose(d[-1], metrics.delta_lp(R, 3))
+
+
+def test_registry_entries_are_complete_and_unique():
+    keys = [m.key for m in metrics.METRICS]
+    assert len(keys) == len(set(keys))
+    for m in metrics.METRICS:
+        assert m.label and m.definition and m.latex.count("$") % 2 == 0, m.key
+        assert m.matrix in ("any", "zs")
+    assert [m.key for m in metrics.HEADLINE] == ["final_avg_acc", "delta_lp_controls", "forgetting"]
+    assert set(metrics.DEFINITIONS) == set(keys)
+
+
+def test_readme_metric_table_is_the_registry():
+    """README's table (key, label, matrices, definition) row for row, in the registry's order."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Metrics (") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    parsed = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+    expected = [
+        [f"`{m.key}`", m.label, "LP, ZS and head" if m.matrix == "any" else "ZS only",
+         m.definition]
+        for m in metrics.METRICS
+    ]  # fmt: skip
+    assert parsed == expected

@@ -173,9 +173,10 @@ def linear_probe(
 ) -> ProbeResult:
     """Sweep C on (train minus val -> val), refit on all of train with the best C, score on test.
 
-    Features are L2-normalised here (DESIGN.md: the probe sees normalised embeddings). Ties in
-    validation accuracy go to the smaller C. Each fit stops at ``tol`` (see ``fit_logreg``) or
-    after ``max_iter`` iterations; the refit starts from the sweep's solution at the best C.
+    Features are L2-normalised here (docs/design.md section 3: the probe sees normalised
+    embeddings). Ties in validation accuracy go to the smaller C. Each fit stops at ``tol`` (see
+    ``fit_logreg``) or after ``max_iter`` iterations; the refit starts from the sweep's solution
+    at the best C.
     """
     train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
     val_mask = val_mask.to(train_x.device)

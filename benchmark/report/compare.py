@@ -1,7 +1,8 @@
 """One table comparing strategies run on the same sequence and seed, read from their metrics.json.
 
-The numbers are the LP matrix's (DESIGN.md section 3): final average accuracy over the sequence's
-tasks, delta-LP averaged over the control datasets, and forgetting (Chaudhry et al. 2018).
+Its columns are the registry's headline metrics (benchmark.metrics.HEADLINE: final average
+accuracy over the sequence's tasks, delta-LP averaged over the control datasets, forgetting),
+each read from the matrix the registry names (LP).
 """
 
 from __future__ import annotations
@@ -13,21 +14,17 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.io import write_atomic
-
-COLUMNS = {
-    "final_avg_acc": "final avg acc",
-    "delta_lp_controls": "delta-LP controls",
-    "forgetting": "forgetting",
-}
+from benchmark.metrics import HEADLINE
 
 
-def comparison_table(folders: Mapping[str, Path], kind: str = "lp") -> pd.DataFrame:
-    """Rows = strategies (in the given order), columns = COLUMNS' labels; NaN where n/a."""
+def comparison_table(folders: Mapping[str, Path]) -> pd.DataFrame:
+    """Rows = strategies (in the given order), columns = the headline metrics' labels; NaN where
+    a run's metrics.json lacks one."""
     rows = {}
     for name, folder in folders.items():
-        metrics = json.loads((Path(folder) / "metrics.json").read_text()).get(kind, {})
-        rows[name] = {label: metrics.get(key) for key, label in COLUMNS.items()}
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS.values()))
+        saved = json.loads((Path(folder) / "metrics.json").read_text())
+        rows[name] = {m.label: saved.get(m.table_matrix, {}).get(m.key) for m in HEADLINE}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[m.label for m in HEADLINE])
     return table.astype(float).rename_axis("strategy")
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark import metrics
 from benchmark.errors import CFBenchError
-from benchmark.report.aggregate import TABLE_METRICS
-from benchmark.report.aggregate import run_metrics as compute_run_metrics
+from benchmark.report.aggregate import TABLE_KEYS
 from benchmark.results import RECORD_COLUMNS, matrix
 
 # The folder 'run_benchmark.py report' writes into; never read back as runs.
@@ -42,11 +42,15 @@ class Run:
         return matrix(self.records, kind, self.columns)
 
     def metrics(self) -> dict[str, float]:
-        """Every comparison-table metric (LP; MTIL on the zero-shot matrix when there is one)."""
-        n_tasks = len(self.tasks)
-        zs = self.matrix("zs").reindex(columns=self.columns)  # NaN where a dataset has no ZS
-        zs_values = zs.to_numpy(dtype=float) if len(zs) == n_tasks + 1 else None
-        return compute_run_metrics(self.matrix("lp").to_numpy(dtype=float), n_tasks, zs_values)
+        """Every comparison-table metric (benchmark.metrics.TABLE), each from its matrix; NaN
+        where a run has no such matrix (no text tower: no zero-shot metrics)."""
+        stages = range(len(self.tasks) + 1)
+        matrices = {}
+        for kind in {m.table_matrix for m in metrics.TABLE}:
+            m = self.matrix(kind)
+            if len(m):  # NaN where a stage or a dataset has no value (zs: controls)
+                matrices[kind] = m.reindex(index=stages, columns=self.columns).to_numpy(float)
+        return metrics.table_values(matrices, len(self.tasks))
 
     @property
     def complete(self) -> bool:
@@ -141,7 +145,7 @@ def per_run_table(runs: Sequence[Run]) -> pd.DataFrame:
         rows.append(
             {"sequence": run.sequence, "strategy": run.strategy, "seed": run.seed, **run.metrics()}
         )
-    return pd.DataFrame(rows, columns=["sequence", "strategy", "seed", *TABLE_METRICS])
+    return pd.DataFrame(rows, columns=["sequence", "strategy", "seed", *TABLE_KEYS])
 
 
 def check_sequences(runs: Sequence[Run]) -> None:

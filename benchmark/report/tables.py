@@ -12,32 +12,26 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from benchmark.report.aggregate import MTIL_KEYS, TABLE_METRICS
+from benchmark.metrics import BY_KEY, TABLE
 
 DECIMALS = 2
-
-# The same definitions as aggregate.TABLE_METRICS, typeset for the LaTeX caption.
-# R = linear-probe matrix, Z = zero-shot matrix; rows t = 0..T, task columns j = 1..T.
-LATEX_DEFINITIONS = {
-    "final_avg_acc": r"$\frac{1}{T}\sum_{j=1}^{T} R_{T,j}$",
-    "delta_lp_controls": r"mean over controls $c$ of $R_{T,c}-R_{0,c}$ (negative = forgetting)",
-    "delta_lp_past_tasks": r"mean over tasks $j<T$ of $R_{T,j}-R_{0,j}$",
-    "forgetting": r"$\frac{1}{T-1}\sum_{j<T}\big(\max_{t\in[j,T-1]} R_{t,j}-R_{T,j}\big)$"
-    r" (Chaudhry et al., 2018)",
-    "bwt": r"$\frac{1}{T-1}\sum_{j<T}\big(R_{T,j}-R_{j,j}\big)$ (Lopez-Paz \& Ranzato, 2017)",
-    "mtil_transfer": r"$\frac{1}{T-1}\sum_{j=2}^{T}\frac{1}{j-1}\sum_{t=1}^{j-1} Z_{t,j}$"
-    r" (zero-shot accuracy on task $j$ after each earlier task; ZSCL, Zheng et al., 2023)",
-    "mtil_avg": r"$\frac{1}{T^2}\sum_{t=1}^{T}\sum_{j=1}^{T} Z_{t,j}$",
-    "mtil_last": r"$\frac{1}{T}\sum_{j=1}^{T} Z_{T,j}$",
-}
+MATRIX_NAMES = {"lp": "LP", "zs": "ZS"}
 
 
 def table_keys(per_run: pd.DataFrame) -> list[str]:
-    """The metric columns to show: MTIL only when some run has a zero-shot matrix."""
-    keys = list(TABLE_METRICS)
-    if per_run.empty or per_run[list(MTIL_KEYS)].isna().all().all():
-        keys = [k for k in keys if k not in MTIL_KEYS]
+    """The metric columns to show: every table metric, less those of a matrix no run has (the
+    zero-shot metrics when no run has a text tower)."""
+    keys = []
+    for m in TABLE:
+        if m.table_matrix != "lp" and (per_run.empty or per_run[m.key].isna().all()):
+            continue
+        keys.append(m.key)
     return keys
+
+
+def _definition(key: str) -> str:
+    m = BY_KEY[key]
+    return f"{MATRIX_NAMES[m.table_matrix]}: {m.definition}"
 
 
 def format_number(value: float, decimals: int = DECIMALS) -> str:
@@ -57,7 +51,7 @@ def _cell(mean: float, std: float, fmt_pm: str) -> str:
 
 def _best(table: pd.DataFrame, key: str) -> set[int]:
     """Row positions holding the best displayed mean of a column, per sequence (>1 strategy)."""
-    higher = TABLE_METRICS[key][2]
+    higher = BY_KEY[key].higher_is_better
     best: set[int] = set()
     for _, sub in table.reset_index(drop=True).groupby("sequence", sort=False):
         values = sub[f"{key}_mean"].round(DECIMALS).dropna()
@@ -69,8 +63,8 @@ def _best(table: pd.DataFrame, key: str) -> set[int]:
 
 
 def _header(key: str) -> str:
-    label, _, higher = TABLE_METRICS[key]
-    return f"{label} {'↑' if higher else '↓'}"
+    m = BY_KEY[key]
+    return f"{m.label} {'↑' if m.higher_is_better else '↓'}"
 
 
 def markdown_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
@@ -102,7 +96,7 @@ def markdown_legend(keys: Sequence[str]) -> str:
         "",
     ]
     for k in keys:
-        lines.append(f"- **{_header(k)}**: {TABLE_METRICS[k][1]}")
+        lines.append(f"- **{_header(k)}**: {_definition(k)}")
     return "\n".join(lines) + "\n"
 
 
@@ -131,9 +125,9 @@ def latex_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
     table = table.reset_index(drop=True)
     best = {k: _best(table, k) for k in keys}
     arrows = {True: r" $\uparrow$", False: r" $\downarrow$"}
-    heads = [_tex(TABLE_METRICS[k][0]) + arrows[TABLE_METRICS[k][2]] for k in keys]
+    heads = [_tex(BY_KEY[k].label) + arrows[BY_KEY[k].higher_is_better] for k in keys]
     definitions = "; ".join(
-        f"{_tex(TABLE_METRICS[k][0])}: {'ZS' if k in MTIL_KEYS else 'LP'}, {LATEX_DEFINITIONS[k]}"
+        f"{_tex(BY_KEY[k].label)}: {MATRIX_NAMES[BY_KEY[k].table_matrix]}, {BY_KEY[k].latex}"
         for k in keys
     )
     caption = (
@@ -178,7 +172,7 @@ def columns_legend(keys: Sequence[str]) -> pd.DataFrame:
         ("seeds", "the seeds aggregated"),
     ]
     for k in keys:
-        definition = TABLE_METRICS[k][1]
+        definition = _definition(k)
         rows.append((f"{k}_mean", f"mean over seeds of: {definition}"))
         rows.append((f"{k}_std", f"sample std (ddof=1) over seeds of: {definition}; empty if n=1"))
     return pd.DataFrame(rows, columns=["column", "definition"])

@@ -9,17 +9,41 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmark.report.plots.style import STYLE, figure, label_spans, mean_std, strategy_colors
+from benchmark import metrics
+from benchmark.report.aggregate import mean_std
+from benchmark.report.plots.style import STYLE, figure, label_spans, strategy_colors
+
+
+def _lp_matrices(records: pd.DataFrame, tasks: Sequence[str]):
+    """Each run's LP matrix (stages 0..T, datasets with the tasks first, NaN where absent):
+    yields ((strategy, seed), matrix, datasets)."""
+    lp = records[records["kind"] == "lp"]
+    datasets = list(tasks) + [d for d in dict.fromkeys(lp["dataset"]) if d not in tasks]
+    for key, run in lp.groupby(["strategy", "seed"], sort=False):
+        m = run.pivot_table(index="stage", columns="dataset", values="accuracy", aggfunc="first")
+        yield (
+            key,
+            m.reindex(index=range(len(tasks) + 1), columns=datasets).to_numpy(float),
+            datasets,
+        )
 
 
 def final_delta_lp(records: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
-    """Delta-LP R[T, j] - R[0, j] of every run: rows = (strategy, seed), columns = datasets."""
-    lp = records[records["kind"] == "lp"]
-    last = len(tasks)
-    table = lp.pivot_table(
-        index=["strategy", "seed"], columns=["stage", "dataset"], values="accuracy", aggfunc="first"
+    """Delta-LP R[T, j] - R[0, j] of every run (benchmark.metrics.delta_lp): rows = (strategy,
+    seed), columns = datasets (tasks first); NaN where a run lacks the entry."""
+    return _per_run(
+        records,
+        tasks,
+        lambda m, n, datasets: dict(zip(datasets, metrics.delta_lp(m, n), strict=True)),
     )
-    return table[last] - table[0]
+
+
+def _per_run(records, tasks, values) -> pd.DataFrame:
+    rows = {
+        key: values(m, len(tasks), datasets) for key, m, datasets in _lp_matrices(records, tasks)
+    }
+    index = pd.MultiIndex.from_tuples(list(rows), names=["strategy", "seed"])
+    return pd.DataFrame(list(rows.values()), index=index)
 
 
 def _bar_groups(
@@ -28,20 +52,22 @@ def _bar_groups(
     """Final delta-LP of every run over the bar groups, and the groups in drawing order.
 
     Groups: past tasks (tasks 1..T-1), controls, then their per-run means ("mean past tasks",
-    "mean controls") when there are any.
+    "mean controls": the comparison table's metrics) when there are any.
     """
     past = list(tasks[:-1])
-    delta = final_delta_lp(records, tasks)
-    delta = delta.reindex(columns=past + list(controls))
     groups = past + list(controls)
-    summary = {}
-    if past:
-        summary["mean past tasks"] = delta[past].mean(axis=1)
-    if controls:
-        summary["mean controls"] = delta[list(controls)].mean(axis=1)
-    delta = delta.assign(**summary)
-    groups += list(summary)
-    return delta, groups
+
+    def values(m, n, datasets) -> dict:
+        out = dict(zip(datasets, metrics.delta_lp(m, n), strict=True))
+        if past:
+            out["mean past tasks"] = metrics.delta_lp_past_tasks(m, n)
+        if controls:
+            out["mean controls"] = metrics.delta_lp_controls(m, n)
+        return out
+
+    delta = _per_run(records, tasks, values)
+    groups += [g for g in ("mean past tasks", "mean controls") if g in delta.columns]
+    return delta.reindex(columns=groups), groups
 
 
 def _draw_bars(ax, delta: pd.DataFrame, groups: list[str], strategies, colors) -> None:

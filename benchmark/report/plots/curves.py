@@ -10,7 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, mean_std, strategy_colors
+from benchmark.report.aggregate import mean_std
+from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, strategy_colors
 
 
 def _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages: int) -> None:

@@ -11,6 +11,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from benchmark import metrics
 from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, label_spans, stage_labels
 
 
@@ -151,7 +152,9 @@ def delta_matrix(matrix: pd.DataFrame) -> pd.DataFrame:
     """R[t, j] - R[0, j] for stages t >= 1 (stage 0 is zero by definition and left out)."""
     if 0 not in matrix.index:
         raise ValueError("the matrix has no stage 0 (pretrained) row")
-    return (matrix - matrix.loc[0]).drop(index=0)
+    ordered = matrix.loc[[0] + [t for t in matrix.index if t != 0]]
+    delta = metrics.delta_from_pretrained(ordered.to_numpy(dtype=float))
+    return pd.DataFrame(delta, index=ordered.index, columns=ordered.columns).drop(index=0)
 
 
 def delta_heatmap(

@@ -1,11 +1,10 @@
-"""What every cfbench figure shares: style, figure creation, labels, colours and statistics."""
+"""What every cfbench figure shares: style, figure creation, labels and colours."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import matplotlib
-import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
@@ -59,8 +58,3 @@ def label_spans(ax, spans, *, separators: bool = False, **text_style) -> None:
             ax.text((start + stop - 1) / 2, 1.01, name, transform=top, **text_style)
             if separators and start > 0:
                 ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
-
-
-def mean_std(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Column-wise mean and sample std (ddof = 1) over rows (= seeds); std 0 for one seed."""
-    return frame.mean(), frame.std(ddof=1).fillna(0.0)
