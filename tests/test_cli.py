@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from run_benchmark import build_parser, main
+from strategies import STRATEGIES
 from tests.conftest import ROOT
 
 
@@ -100,7 +101,7 @@ def test_missing_dataset_is_one_line_exit_2_no_traceback(tmp_path):
 
 
 def test_help_explains_every_option():
-    text = build_parser().format_help()
+    text = build_parser(list(STRATEGIES)).format_help()
     for option in (
         "--sequence",
         "--strategy",
@@ -129,6 +130,12 @@ def test_help_explains_every_option():
         assert word in data_help, word
 
 
+def _umask_of_a_child() -> int:
+    """The umask this process runs under, as a child shell reports it (it inherits it)."""
+    out = subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip(), 8)
+
+
 def test_results_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
     import stat
 
@@ -138,4 +145,40 @@ def test_results_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
     assert (tmp_path / "x.csv").read_text() == "a,b\n"
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
     mode = stat.S_IMODE((tmp_path / "x.csv").stat().st_mode)
-    assert mode == 0o666 & ~results._UMASK
+    assert mode == 0o666 & ~_umask_of_a_child()
+    (tmp_path / "plain.csv").write_text("a,b\n")  # what open() makes of 0o666 under the umask
+    assert mode == stat.S_IMODE((tmp_path / "plain.csv").stat().st_mode)
+
+
+@pytest.mark.parametrize("umask, mode", [("027", 0o640), ("002", 0o664), ("077", 0o600)])
+def test_written_files_follow_the_umask_the_program_was_started_with(tmp_path, umask, mode):
+    import stat
+
+    target = tmp_path / "x.json"
+    script = (
+        "import sys; from pathlib import Path; from benchmark.io import write_atomic; "
+        "write_atomic(Path(sys.argv[1]), b'{}')"
+    )
+    proc = subprocess.run(
+        ["sh", "-c", f'umask {umask} && exec "$0" -c "$1" "$2"', sys.executable, script,
+         str(target)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_bytes() == b"{}"
+    assert stat.S_IMODE(target.stat().st_mode) == mode  # 0o666 minus the umask's bits
+
+
+def test_written_files_follow_a_umask_set_after_import(tmp_path):
+    """A program that imports cfbench and then sets its umask gets files under that umask."""
+    import stat
+
+    target = tmp_path / "x.json"
+    script = (
+        "import os, sys; from pathlib import Path; from benchmark.io import write_atomic; "
+        "os.umask(0o027); write_atomic(Path(sys.argv[1]), b'{}')"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(target)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640

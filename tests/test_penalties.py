@@ -72,13 +72,43 @@ def test_ldifs_matches_a_direct_computation(taps, axis):
     assert ldifs_distance(feats, refs, axis).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_ldifs_axes_differ_and_token_axis_is_dim_1(taps):
+def test_ldifs_axes_on_hand_numbers():
+    # B = 1, N = 2 tokens (rows), C = 2 channels (columns)
+    f = torch.tensor([[[3.0, 1.0], [4.0, 0.0]]])
+    r = torch.tensor([[[4.0, 0.0], [3.0, 1.0]]])
+    # token axis: each channel's column over the tokens to unit length
+    #   f: (3, 4) / 5 = (0.6, 0.8) and (1, 0);  r: (0.8, 0.6) and (0, 1)
+    #   squared differences 0.04 + 0.04 + 1 + 1 = 2.08, over B * N * C = 4 entries: 0.52
+    assert ldifs_distance([f], [r], "token").item() == pytest.approx(0.52, rel=1e-6)
+    assert ldifs_distance([f], [r], "token", "unit").item() == pytest.approx(1.04, rel=1e-6)
+    # channel axis: each token's row over the channels to unit length
+    #   f: (3, 1) / sqrt(10) and (1, 0);  r: (1, 0) and (3, 1) / sqrt(10)
+    #   each token: (3 / sqrt(10) - 1)^2 + 1 / 10 = 2 - 6 / sqrt(10); both: 4 - 12 / sqrt(10);
+    #   over 4 entries: 1 - 3 / sqrt(10) = 0.0513167
+    expected = 1 - 3 / math.sqrt(10)
+    assert ldifs_distance([f], [r], "channel").item() == pytest.approx(expected, rel=1e-5)
+    assert ldifs_distance([f], [r], "channel", "unit").item() == pytest.approx(
+        2 * expected, rel=1e-5
+    )
+
+
+def test_ldifs_token_axis_ignores_the_scale_of_each_channel_and_channel_axis_of_each_token(taps):
     feats, refs = taps
+    g = torch.Generator().manual_seed(2)
+    per_channel = [f * torch.rand(1, 1, f.shape[2], generator=g).add(0.5) for f in feats]
+    per_token = [f * torch.rand(1, f.shape[1], 1, generator=g).add(0.5) for f in feats]
     token, channel = ldifs_distance(feats, refs, "token"), ldifs_distance(feats, refs, "channel")
-    assert abs(token.item() - channel.item()) > 1e-3
-    # token axis: every channel's column over the tokens has unit norm after normalisation
-    f = torch.nn.functional.normalize(feats[0], dim=1)
-    torch.testing.assert_close(f.norm(dim=1), torch.ones(3, 4))
+    assert abs(token.item() - channel.item()) > 1e-3  # the two axes are different distances
+    # positive rescaling of a channel (over all tokens) leaves the token-normalised taps unchanged
+    assert ldifs_distance(per_channel, refs, "token").item() == pytest.approx(
+        token.item(), rel=1e-5
+    )
+    assert ldifs_distance(per_channel, refs, "channel").item() != pytest.approx(channel.item())
+    # and rescaling a token (over all channels) leaves the channel-normalised ones unchanged
+    assert ldifs_distance(per_token, refs, "channel").item() == pytest.approx(
+        channel.item(), rel=1e-5
+    )
+    assert ldifs_distance(per_token, refs, "token").item() != pytest.approx(token.item())
 
 
 def test_ldifs_unit_reduction_scales_by_the_normalised_axis_length(taps):

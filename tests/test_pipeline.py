@@ -146,9 +146,9 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
     calls = []
     original = evaluation.MatrixEvaluation.evaluate_dataset
 
-    def counting(self, model, ds):
-        calls.append((self.next_stage, ds.name))
-        return original(self, model, ds)
+    def counting(self, model, ds, stage):
+        calls.append((stage, ds.name))
+        return original(self, model, ds, stage)
 
     monkeypatch.setattr(evaluation.MatrixEvaluation, "evaluate_dataset", counting)
     args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",

@@ -7,19 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.aggregate import (
-    aggregate_seeds,
-    least_forgetting,
-    mean_std,
-    mtil_avg,
-    mtil_last,
-    mtil_transfer,
-    run_metrics,
-)
 from benchmark.errors import CFBenchError
-from benchmark.report import MARKER, main_report
+from benchmark.metrics import mtil_avg, mtil_last, mtil_transfer, table_values
+from benchmark.report.aggregate import aggregate_seeds, least_forgetting, mean_std
+from benchmark.report.build import MARKER, main_report
+from benchmark.report.runs import discover_runs, per_run_table
 from benchmark.results import RunResults, run_dir
-from benchmark.runs import discover_runs, per_run_table
 
 TASKS = ["a", "b", "c"]
 CONTROLS = ["ctrl"]
@@ -51,21 +44,22 @@ def test_mtil_metrics_on_hand_numbers():
         mtil_avg(ZS, 4)
 
 
-def test_run_metrics_without_a_zero_shot_matrix_leaves_mtil_nan():
-    values = run_metrics(ZS, 3, None)
+def test_table_values_without_a_zero_shot_matrix_leave_mtil_nan():
+    values = table_values({"lp": ZS}, 3)
     assert values["final_avg_acc"] == pytest.approx((40 + 55 + 70) / 3)
     assert values["delta_lp_controls"] == pytest.approx(3.0)
     assert all(math.isnan(values[k]) for k in ("mtil_transfer", "mtil_avg", "mtil_last"))
-    assert run_metrics(ZS, 3, ZS)["mtil_transfer"] == pytest.approx(28.25)
+    assert table_values({"lp": ZS, "zs": ZS}, 3)["mtil_transfer"] == pytest.approx(28.25)
 
 
-def test_mean_std_is_the_sample_std():
-    mean, std, n = mean_std([1.0, 2.0, 4.0])
-    # mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1 = 2) = 7/3
-    assert (mean, n) == (pytest.approx(7 / 3), 3)
-    assert std == pytest.approx(math.sqrt(7 / 3))  # 1.5275, ddof = 1
-    mean, std, n = mean_std([5.0])
-    assert (mean, n) == (5.0, 1) and math.isnan(std)
+def test_mean_std_is_the_sample_std_and_nan_for_one_seed():
+    mean, std = mean_std(pd.DataFrame({"a": [1.0, 2.0, 4.0], "b": [5.0, 5.0, float("nan")]}))
+    # a: mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9; / (n - 1 = 2) = 7/3
+    assert mean["a"] == pytest.approx(7 / 3)
+    assert std["a"] == pytest.approx(math.sqrt(7 / 3))  # 1.5275, ddof = 1
+    assert math.isnan(mean["b"]) and math.isnan(std["b"])  # NaN propagates, not skipped
+    mean, std = mean_std(pd.DataFrame({"a": [5.0]}))
+    assert mean["a"] == 5.0 and math.isnan(std["a"])  # one seed: undefined, not 0
 
 
 def test_aggregate_seeds_on_hand_numbers():
@@ -148,10 +142,18 @@ LP_FT0 = np.array(
         [70.0, 72.0, 75.0, 62.0],
     ]
 )
-# ft seed 1: the same shape, shifted; ldifs keeps the control better.
+# ft seed 1: another run of the same shape; ldifs keeps the control better.
+LP_FT1 = np.array(
+    [
+        [60.0, 52.0, 44.0, 72.0],
+        [80.0, 54.0, 45.0, 68.0],
+        [74.0, 80.0, 46.0, 66.0],
+        [72.0, 74.0, 79.0, 63.0],
+    ]
+)
 LP = {
     ("ft", 0): LP_FT0,
-    ("ft", 1): LP_FT0 + np.array([0.0, 2.0, 4.0, 2.0]),
+    ("ft", 1): LP_FT1,
     ("ldifs", 0): LP_FT0 + np.array([[0, 0, 0, 0], [0, 0, 0, 2], [1, 0, 0, 4], [3, 1, 0, 6.0]]),
     ("ldifs", 1): LP_FT0 + np.array([[0, 0, 0, 0], [0, 0, 0, 3], [2, 0, 0, 5], [5, 2, 0, 7.0]]),
 }
@@ -166,8 +168,81 @@ def results(tmp_path_factory):
     return out, main_report(out)
 
 
-def _expected(strategy):
-    return [run_metrics(LP[(strategy, s)], 3, ZS + s) for s in (0, 1)]
+# Every metric of every run, by hand from the matrices above (T = 3 tasks a, b, c; task j is
+# trained at stage j; one control). The ldifs matrices written out:
+#   ldifs seed 0                     ldifs seed 1
+#   [60, 50, 40, 70]                 [60, 50, 40, 70]
+#   [80, 52, 41, 68]                 [80, 52, 41, 69]
+#   [75, 78, 42, 68]                 [76, 78, 42, 69]
+#   [73, 73, 75, 68]                 [75, 74, 75, 69]
+# final avg acc = mean of the last row over a, b, c
+#   ft0 (70 + 72 + 75) / 3 = 217/3   ft1 (72 + 74 + 79) / 3 = 225/3
+#   ld0 (73 + 73 + 75) / 3 = 221/3   ld1 (75 + 74 + 75) / 3 = 224/3
+# delta-LP controls = R[3, ctrl] - R[0, ctrl]
+#   ft0 62 - 70 = -8   ft1 63 - 72 = -9   ld0 68 - 70 = -2   ld1 69 - 70 = -1
+# delta-LP past tasks = mean over a, b of R[3, j] - R[0, j]
+#   ft0 (10 + 22) / 2 = 16   ft1 (12 + 22) / 2 = 17   ld0 (13 + 23) / 2 = 18   ld1 (15 + 24) / 2
+# forgetting: a = max(R[1, a], R[2, a]) - R[3, a], b = R[2, b] - R[3, b], then their mean
+#   ft0 (80 - 70, 78 - 72) = (10, 6) -> 8     ft1 (80 - 72, 80 - 74) = (8, 6) -> 7
+#   ld0 (80 - 73, 78 - 73) = (7, 5) -> 6      ld1 (80 - 75, 78 - 74) = (5, 4) -> 4.5
+# BWT: a = R[3, a] - R[1, a], b = R[3, b] - R[2, b], then their mean
+#   ft0 (-10, -6) -> -8   ft1 (-8, -6) -> -7   ld0 (-7, -5) -> -6   ld1 (-5, -4) -> -4.5
+# MTIL on the zero-shot matrix (ZS for seed 0, ZS + 1 for seed 1, the same for both strategies):
+#   transfer: b after a: 22; c after a and b: (33 + 36) / 2 = 34.5; (22 + 34.5) / 2 = 28.25
+#   avg: (50 + 22 + 33 + 45 + 60 + 36 + 40 + 55 + 70) / 9 = 411/9;  last: (40 + 55 + 70) / 3 = 55
+PER_SEED = {
+    "ft": {
+        "final_avg_acc": (217 / 3, 225 / 3),
+        "delta_lp_controls": (-8.0, -9.0),
+        "delta_lp_past_tasks": (16.0, 17.0),
+        "forgetting": (8.0, 7.0),
+        "bwt": (-8.0, -7.0),
+        "mtil_transfer": (28.25, 29.25),
+        "mtil_avg": (411 / 9, 420 / 9),
+        "mtil_last": (55.0, 56.0),
+    },
+    "ldifs": {
+        "final_avg_acc": (221 / 3, 224 / 3),
+        "delta_lp_controls": (-2.0, -1.0),
+        "delta_lp_past_tasks": (18.0, 19.5),
+        "forgetting": (6.0, 4.5),
+        "bwt": (-6.0, -4.5),
+        "mtil_transfer": (28.25, 29.25),
+        "mtil_avg": (411 / 9, 420 / 9),
+        "mtil_last": (55.0, 56.0),
+    },
+}
+# Mean and sample std (ddof = 1) over the two seeds: for two values a, b the mean is (a + b) / 2
+# and the std sqrt(2 * ((a - b) / 2)^2 / 1) = |a - b| / sqrt(2): a difference of 1 gives 0.7071,
+# of 1.5 gives 1.0607, of 8/3 (ft's final acc, 72.33 vs 75) gives 1.8856.
+MTIL_MEAN_STD = {"mtil_transfer": (28.75, 0.7071), "mtil_avg": (46.1667, 0.7071),
+                 "mtil_last": (55.5, 0.7071)}  # fmt: skip
+MEAN_STD = {
+    "ft": {
+        "final_avg_acc": (73.6667, 1.8856),  # 442 / 6
+        "delta_lp_controls": (-8.5, 0.7071),
+        "delta_lp_past_tasks": (16.5, 0.7071),
+        "forgetting": (7.5, 0.7071),
+        "bwt": (-7.5, 0.7071),
+        **MTIL_MEAN_STD,
+    },
+    "ldifs": {
+        "final_avg_acc": (74.1667, 0.7071),  # 445 / 6
+        "delta_lp_controls": (-1.5, 0.7071),
+        "delta_lp_past_tasks": (18.75, 1.0607),
+        "forgetting": (5.25, 1.0607),
+        "bwt": (-5.25, 1.0607),
+        **MTIL_MEAN_STD,
+    },
+}
+# The same, as the Markdown table shows them (2 decimals); the best mean of each column in bold:
+# ldifs on every LP column (forgetting: lower is better), both strategies on the tied MTIL ones.
+MARKDOWN_CELLS = {
+    "ft": ["73.67 ± 1.89", "-8.50 ± 0.71", "16.50 ± 0.71", "7.50 ± 0.71", "-7.50 ± 0.71",
+           "**28.75 ± 0.71**", "**46.17 ± 0.71**", "**55.50 ± 0.71**"],
+    "ldifs": ["**74.17 ± 0.71**", "**-1.50 ± 0.71**", "**18.75 ± 1.06**", "**5.25 ± 1.06**",
+              "**-5.25 ± 1.06**", "**28.75 ± 0.71**", "**46.17 ± 0.71**", "**55.50 ± 0.71**"],
+}  # fmt: skip
 
 
 def test_report_writes_every_file(results):
@@ -198,32 +273,36 @@ def test_report_writes_every_file(results):
     assert (report / "comparison.md").read_text() in md
 
 
+def test_runs_csv_holds_every_metric_of_every_run(results):
+    _, report = results
+    runs = pd.read_csv(report / "runs.csv")
+    assert [(r.strategy, r.seed) for r in runs.itertuples()] == list(LP)
+    for (strategy, seed), row in zip(LP, runs.to_dict("records"), strict=True):
+        for key, values in PER_SEED[strategy].items():
+            assert row[key] == pytest.approx(values[seed], abs=1e-4), (strategy, seed, key)
+
+
 def test_comparison_table_is_mean_and_sample_std_over_seeds(results):
     _, report = results
     table = pd.read_csv(report / "comparison.csv").set_index("strategy")
     assert list(table.index) == ["ft", "ldifs"]
     assert (table["n_seeds"] == 2).all() and (table["seeds"] == "0 1").all()
-    for strategy in ("ft", "ldifs"):
-        runs = _expected(strategy)
-        for key in (
-            "final_avg_acc",
-            "delta_lp_controls",
-            "delta_lp_past_tasks",
-            "forgetting",
-            "bwt",
-            "mtil_transfer",
-            "mtil_avg",
-            "mtil_last",
-        ):
-            values = [r[key] for r in runs]
-            assert table.loc[strategy, f"{key}_mean"] == pytest.approx(np.mean(values), abs=1e-4)
-            std = np.std(values, ddof=1)
-            assert table.loc[strategy, f"{key}_std"] == pytest.approx(std, abs=1e-4)
-    # By hand for ft: final average accuracy (70+72+75)/3 = 72.33 and (70+74+79)/3 = 74.33.
-    assert table.loc["ft", "final_avg_acc_mean"] == pytest.approx(73.3333, abs=1e-4)
-    assert table.loc["ft", "final_avg_acc_std"] == pytest.approx(math.sqrt(2.0), abs=1e-4)
-    # ldifs: delta-LP on the control 62+6-70 = -2 and 62+7-70 = -1.
-    assert table.loc["ldifs", "delta_lp_controls_mean"] == pytest.approx(-1.5)
+    for strategy, expected in MEAN_STD.items():
+        for key, (mean, std) in expected.items():
+            assert table.loc[strategy, f"{key}_mean"] == pytest.approx(mean, abs=1e-4), key
+            assert table.loc[strategy, f"{key}_std"] == pytest.approx(std, abs=1e-4), key
+    assert set(table.columns) == {"sequence", "n_seeds", "seeds"} | {
+        f"{key}_{s}" for key in MEAN_STD["ft"] for s in ("mean", "std")
+    }
+
+
+def test_markdown_table_shows_mean_and_std_and_the_best_in_bold(results):
+    _, report = results
+    lines = (report / "comparison.md").read_text().splitlines()
+    for strategy, cells in MARKDOWN_CELLS.items():
+        (row,) = [line for line in lines if line.startswith(f"| `smoke` | `{strategy}` |")]
+        cells_shown = [c.strip() for c in row.strip("|").split("|")]
+        assert cells_shown == ["`smoke`", f"`{strategy}`", "0 1 (n=2)", *cells]
 
 
 def test_every_column_names_its_definition(results):
@@ -270,8 +349,8 @@ def test_deleting_a_run_changes_the_table_on_a_copied_folder(results, tmp_path):
     after = pd.read_csv(report / "comparison.csv").set_index("strategy")
     assert after.loc["ldifs", "n_seeds"] == 1 and after.loc["ldifs", "seeds"] == "0"
     assert math.isnan(after.loc["ldifs", "final_avg_acc_std"])  # one seed: no sample std
-    single = run_metrics(LP[("ldifs", 0)], 3, ZS)
-    assert after.loc["ldifs", "final_avg_acc_mean"] == pytest.approx(single["final_avg_acc"])
+    # the one seed left: (73 + 73 + 75) / 3 = 221/3 (PER_SEED above)
+    assert after.loc["ldifs", "final_avg_acc_mean"] == pytest.approx(73.6667, abs=1e-4)
     assert after.loc["ldifs", "final_avg_acc_mean"] != before.loc["ldifs", "final_avg_acc_mean"]
     pd.testing.assert_series_equal(after.loc["ft"], before.loc["ft"])  # untouched
     assert not (report / "smoke" / "ldifs" / "seed1").exists()  # stale figures are gone
@@ -317,7 +396,7 @@ def test_tensorboard_logs_scalars_per_stage_and_heatmaps(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from benchmark.tensorboard import log_run
+    from benchmark.report.tensorboard import log_run
 
     folder = write_run(tmp_path, "ft", 0, LP_FT0, zs=ZS, head=LP_FT0 - 5)
     log_dir = log_run(folder)

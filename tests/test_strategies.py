@@ -16,20 +16,22 @@ import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 
-from benchmark.checkpoint import Checkpoint, capture, restore, resumable
+from benchmark.checkpoint.state import Checkpoint, capture, restore, resumable
 from benchmark.config import ProbeConfig, TrainConfig
-from benchmark.evaluation import Transformed, extract_features
-from benchmark.model import CosineHead, MultiTaskClassifier, build_encoder
-from benchmark.probe import linear_probe
-from benchmark.runner import seed_everything
+from benchmark.metrics import HEADLINE
+from benchmark.model.encoder import build_encoder, vit_taps
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
+from benchmark.probe.features import Transformed, extract_features
+from benchmark.probe.fit import linear_probe
+from benchmark.probe.splits import validation_split
+from benchmark.rng import seed_everything
+from benchmark.strategy_api import StrategyContext
 from benchmark.streams import build_stream, training_split
 from benchmark.trainer import Trainer
 from run_benchmark import main
-from strategies import STRATEGIES, StrategyContext, resolve
+from strategies import STRATEGIES, resolve
 from strategies.common import FROM_MODEL, cpu_state
-from strategies.penalties import ldifs_distance
 from strategies.taps import TapRecorder
-from tasks.base import validation_split
 from tasks.synthetic import synthetic_task
 
 CPU = torch.device("cpu")
@@ -75,7 +77,9 @@ def fresh_context(data, seed=0, train=TRAIN) -> StrategyContext:
         for d in data
     ]  # zero-shot heads, as the runner builds them
     model = MultiTaskClassifier(encoder.module, heads)
-    return StrategyContext(model, encoder, CPU, train, PROBE, list(data))
+    stream = build_stream(data, encoder.train_transform, encoder.eval_transform)
+    train_datasets = [e.dataset for e in stream.train_stream]  # as the session passes them
+    return StrategyContext(model, encoder, CPU, train, PROBE, list(data), None, train_datasets)
 
 
 def train_two_tasks(name, args, data, seed=0, train=TRAIN) -> Run:
@@ -294,10 +298,33 @@ def manual_vit_pass(visual, x):
     return outputs  # ln_pre, block 1, ..., block L
 
 
-def test_ldifs_taps_are_ln_pre_and_every_quarter_of_the_blocks(tiny_encoder):
+def fake_vit(blocks):
+    """Just the attributes vit_taps reads: ln_pre and transformer.resblocks."""
+    visual = torch.nn.Module()
+    visual.ln_pre = torch.nn.LayerNorm(4)
+    visual.transformer = torch.nn.Module()
+    visual.transformer.resblocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(blocks))
+    return visual
+
+
+@pytest.mark.parametrize(
+    "blocks, expected",
+    [(12, [3, 6, 9, 12]), (8, [2, 4, 6, 8]), (24, [6, 12, 18, 24]), (10, [2, 4, 6, 8, 10]),
+     (6, [1, 2, 3, 4, 5, 6]), (2, [1, 2])],
+)  # fmt: skip
+def test_vit_taps_are_ln_pre_and_every_quarter_of_the_blocks(blocks, expected):
+    # ViT-B/32 has 12 blocks: ln_pre, blocks 3, 6, 9, 12 (1-based); fewer than 8 blocks: all;
+    # L // 4 = 2 for 10 blocks, so five of them
+    visual = fake_vit(blocks)
+    taps = vit_taps(visual)
+    assert taps[0] is visual.ln_pre
+    assert [id(t) for t in taps[1:]] == [id(visual.transformer.resblocks[i - 1]) for i in expected]
+
+
+def test_ldifs_taps_record_ln_pre_and_the_blocks_of_the_tiny_vit(tiny_encoder):
     visual = tiny_encoder.module
     blocks = len(visual.transformer.resblocks)
-    step = max(1, blocks // 4)
+    assert blocks == 4  # benchmark/model_configs/cfbench-tiny-vit.json: every block is a tap
     x = torch.randn(3, 3, 32, 32)
     recorder = TapRecorder(visual, tiny_encoder.taps)
     try:
@@ -309,13 +336,32 @@ def test_ldifs_taps_are_ln_pre_and_every_quarter_of_the_blocks(tiny_encoder):
             manual = manual_vit_pass(visual, x)
     finally:
         recorder.remove()
-    expected = [manual[0]] + [manual[i] for i in range(step, blocks + 1, step)]
+    expected = manual  # ln_pre, blocks 1, 2, 3, 4
     taps = recorder.taps()
-    assert len(taps) == len(expected) == 1 + blocks // step
+    assert len(taps) == len(expected) == 5
     for got, want in zip(taps, expected, strict=True):
         assert got.shape == (3, 1 + (32 // 8) ** 2, 64)  # batch-first [B, T, D]
         torch.testing.assert_close(got, want)
     assert torch.equal(recorder.inputs[0], x)
+
+
+def loop_ldifs(student, frozen):
+    """The LDIFS distance (token-axis normalisation, mean reduction) with explicit loops in
+    float64: for every tap, sample and channel, scale the channel's column over the T tokens to
+    unit length on both sides and add the squared differences; divide by B * T * D per tap; then
+    average over the taps."""
+    per_tap = []
+    for f, r in zip(student, frozen, strict=True):
+        f, r = f.double(), r.double()
+        b, t, d = f.shape
+        total = 0.0
+        for i in range(b):
+            for k in range(d):
+                u, v = f[i, :, k], r[i, :, k]
+                u, v = u / u.square().sum().sqrt(), v / v.square().sum().sqrt()
+                total += float((u - v).square().sum())
+        per_tap.append(total / (b * t * d))
+    return sum(per_tap) / len(per_tap)
 
 
 def test_ldifs_plugin_adds_lambda_times_the_distance(data):
@@ -333,9 +379,7 @@ def test_ldifs_plugin_adds_lambda_times_the_distance(data):
         plugin.before_backward(strategy)
         return strategy.loss
 
-    blocks = len(encoder.transformer.resblocks)
-    step = max(1, blocks // 4)
-    index = [0, *range(step, blocks + 1, step)]  # ln_pre, then every L/4-th block
+    assert len(encoder.transformer.resblocks) == 4  # the taps: ln_pre and all 4 blocks
     encoder.eval()  # as the reference: MultiheadAttention's eval fast path rounds differently
     with torch.no_grad():
         assert added_loss().item() == 0.0  # the model equals its reference
@@ -343,10 +387,10 @@ def test_ldifs_plugin_adds_lambda_times_the_distance(data):
         encoder.transformer.resblocks[1].mlp.c_fc.weight.add_(0.05)
         student = manual_vit_pass(encoder, x)
         frozen = manual_vit_pass(reference, x)
-        expected = 3.0 * ldifs_distance([student[i] for i in index], [frozen[i] for i in index])
+        expected = 3.0 * loop_ldifs(student, frozen)
         got = added_loss()
     assert got.item() > 0
-    torch.testing.assert_close(got, expected)
+    assert got.item() == pytest.approx(expected, rel=1e-4)
     anchor = list(plugin.anchor.module.parameters())
     assert not any(p.requires_grad for p in anchor)  # frozen, and outside the trained model:
     assert not any(p is q for p in context.model.parameters() for q in anchor)
@@ -447,15 +491,16 @@ def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tm
     )
     out = capsys.readouterr().out
     table = out[out.index("LP metrics") :].splitlines()
-    assert "final avg acc" in table[1] and "delta-LP controls" in table[1]
-    assert "forgetting" in table[1]
+    assert table[1].split() == ["Final", "acc", "ΔLP", "controls", "Forgetting"]
+    assert [m.label for m in HEADLINE] == ["Final acc", "ΔLP controls", "Forgetting"]
     rows = {line.split()[0]: line.split()[1:] for line in table[3 : 3 + len(STRATEGIES)]}
     assert list(rows) == list(STRATEGIES)
     assert all(len(v) == 3 and "n/a" not in v for v in rows.values())
     csv = pd.read_csv(tmp_path / "mini" / "comparison_seed0.csv", index_col="strategy")
     assert list(csv.index) == list(STRATEGIES)
     metrics = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "metrics.json").read_text())
-    assert csv.loc["ldifs", "forgetting"] == pytest.approx(metrics["lp"]["forgetting"])
+    assert csv.loc["ldifs", "Forgetting"] == pytest.approx(metrics["lp"]["forgetting"])
+    assert csv.loc["ldifs", "Final acc"] == pytest.approx(metrics["lp"]["final_avg_acc"])
     config = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "config.json").read_text())
     assert config["strategy_args"] == {"lam": 1, "anchor": "pretrained"}  # from the YAML
     assert config["strategy_config"] == {
