@@ -4,6 +4,7 @@ python run_benchmark.py --sequence smoke            # offline, about 30 s on a l
 python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, datasets)
 python run_benchmark.py --sequence smoke --seeds 0 1 2   # several seeds, one run folder each
 python run_benchmark.py report results              # figures and tables from saved runs
+python run_benchmark.py soup RUN_DIR... --mode greedy   # average finished runs' weights
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 from benchmark.cli import build_parser, build_report_parser
+from benchmark.errors import print_user_error
+from benchmark.soup.command import soup_command
 
 
 def report_command(argv: list[str]) -> int:
@@ -28,7 +30,7 @@ def report_command(argv: list[str]) -> int:
         print(f"report: {folder / 'report.md'}")
         return 0
     except CFBenchError as error:
-        return user_error(error, args.debug)
+        return print_user_error(error, args.debug)
 
 
 def data_command(argv: list[str]) -> int:
@@ -61,7 +63,7 @@ def data_command(argv: list[str]) -> int:
             print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
         return 2 if problems else 0
     except CFBenchError as error:
-        return user_error(error, args.debug)
+        return print_user_error(error, args.debug)
 
 
 def perf_command(argv: list[str]) -> int:
@@ -77,15 +79,7 @@ def perf_command(argv: list[str]) -> int:
         run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k != "debug"}), STRATEGIES)
         return 0
     except CFBenchError as error:
-        return user_error(error, args.debug)
-
-
-def user_error(error: Exception, debug: bool) -> int:
-    """A problem the user can fix: one line on stderr (traceback only with --debug), exit 2."""
-    if debug:
-        traceback.print_exc()
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+        return print_user_error(error, args.debug)
 
 
 def parse_strategy_args(items: list[str]) -> dict:
@@ -110,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_command(argv[1:])
     if argv[:1] == ["perf"]:
         return perf_command(argv[1:])
+    if argv[:1] == ["soup"]:
+        return soup_command(argv[1:])
+    if argv[:1] == ["grid"]:
+        return grid_command(argv[1:])
     from strategies import STRATEGIES
 
     args = build_parser(list(STRATEGIES)).parse_args(argv)
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         run_all(args, *build_configs(args))
         return 0
     except CFBenchError as error:
-        return user_error(error, args.debug)
+        return print_user_error(error, args.debug)
     except KeyboardInterrupt as error:  # the runner's message says what is saved
         terminated = isinstance(error, Terminated)
         kind = "terminated" if terminated else "interrupted"
@@ -139,6 +137,7 @@ def build_configs(args: argparse.Namespace) -> tuple:
     before anything trains."""
     from benchmark.config import build_run_config
     from benchmark.errors import CFBenchError
+    from benchmark.vrf.evaluator import skip_without_text_tower
     from strategies import STRATEGIES, resolve
     from tasks import get_sequence
 
@@ -152,14 +151,24 @@ def build_configs(args: argparse.Namespace) -> tuple:
             "--strategy-arg is for one strategy; with --strategy all, set values per "
             "strategy in the sequence YAML's strategy_args"
         )
+    if args.strategy == "all" and args.run_name:
+        raise CFBenchError("--run-name names one run; with --strategy all each run is named by "
+                           "its strategy (use 'run_benchmark.py grid' for sweeps)")  # fmt: skip
     seeds = args.seeds if args.seeds else [args.seed]  # [None]: the config's default seed
     cfgs = []
     for seed in seeds:
         for name in names:
             given = {**sequence.strategy_args.get(name, {}), **extra}
             layer = {"strategy": name, "strategy_args": given, "seed": seed}
-            cfgs.append(build_run_config(sequence.defaults, cli, layer))
+            cfg = build_run_config(sequence.defaults, cli, layer)
             resolve(name, given)
+            needs = getattr(STRATEGIES.get(name), "needs_text_tower", False)
+            why = skip_without_text_tower(cfg, needs, args.strategy == "all")  # VRF; else raises
+            if why:
+                if seed == seeds[0]:
+                    print(f"skipping {name}: {why}")
+                continue
+            cfgs.append(cfg)
     return sequence, cfgs
 
 
@@ -171,7 +180,7 @@ def run_all(args: argparse.Namespace, sequence, cfgs: list) -> None:
     folders: dict[int, dict[str, Path]] = {}
     for cfg in cfgs:
         folder = run(cfg, sequence, resolve(cfg.strategy, cfg.strategy_args))
-        folders.setdefault(cfg.seed, {})[cfg.strategy] = folder
+        folders.setdefault(cfg.seed, {})[cfg.name] = folder
         if args.tensorboard:
             from benchmark.report.tensorboard import log_run
 
@@ -181,6 +190,91 @@ def run_all(args: argparse.Namespace, sequence, cfgs: list) -> None:
             print(report_comparison(by_strategy))
     if len(cfgs) > 1:
         print(f"figures and mean +- std over seeds: python run_benchmark.py report {cfgs[0].out}")
+
+
+def grid_command(argv: list[str]) -> int:
+    """``run_benchmark.py grid``: expand the grid, check every cell, run them, print a summary;
+    exit 0 when every cell succeeded, 1 when some failed, 2 on bad input (nothing run)."""
+    from benchmark.cli import build_grid_parser
+    from benchmark.errors import CFBenchError
+    from benchmark.grid import executors, spec
+
+    path = argv[0] if argv and not argv[0].startswith("-") else None
+    args, run_options = build_grid_parser(with_file=False).parse_known_args(argv[bool(path) :])
+    try:
+        file = spec.load_grid_file(Path(path)) if path else None
+        grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds,
+                               spec.parse_values(args.grid), run_options)  # fmt: skip
+        cells = grid.cells()
+        folders = check_cells(cells)
+        print(f"grid: {len(cells)} runs ({args.executor})")
+        if args.executor == "local":
+            results = executors.run_local(cells, run_cell)
+        else:
+            options = executors.RayOptions(args.ray_address, args.gpus_per_run,
+                                           args.cpus_per_run, args.max_retries)  # fmt: skip
+            index = {id(c): folders[i] for i, c in enumerate(cells)}
+            results = executors.run_ray(cells, run_cell, options,
+                                        lambda c: index[id(c)] / "grid.log")  # fmt: skip
+    except CFBenchError as error:
+        return print_user_error(error, args.debug)
+    print(executors.summary(cells, results))
+    print(f"report: python run_benchmark.py report {folders[0].parents[2]}")
+    return 0 if all(r["status"] != "failed" for r in results) else 1
+
+
+def check_cells(cells: list) -> list[Path]:
+    """Every cell's command checked (its sequence, strategy and arguments) before anything runs;
+    their run folders, which must differ."""
+    from benchmark.errors import CFBenchError
+    from benchmark.results import run_dir
+    from strategies import STRATEGIES
+
+    parser, folders = build_parser(list(STRATEGIES)), []
+    for cell in cells:
+        try:
+            sequence, (cfg,) = build_configs(parser.parse_args(cell.argv()))
+        except CFBenchError as error:
+            raise CFBenchError(f"grid cell {cell.label}: {error}; no cell was run") from None
+        folder = run_dir(cfg.out, sequence.name, cfg.name, cfg.seed)
+        if folder in folders:
+            raise CFBenchError(f"grid cells {cells[folders.index(folder)].label} and "
+                               f"{cell.label} would share {folder}")  # fmt: skip
+        folders.append(folder)
+    return folders
+
+
+def run_cell(argv: list[str], log_path: str | None = None) -> dict:
+    """One grid cell: the run command with ``argv`` (resuming its folder if it has checkpoints),
+    its output appended to ``log_path`` when given. Never raises for the run's own failures."""
+    import contextlib
+    import time
+
+    from benchmark.errors import CFBenchError
+    from benchmark.report.runs import is_complete
+    from benchmark.results import run_dir
+    from benchmark.runner import run
+    from strategies import STRATEGIES, resolve
+
+    started, status, error, folder = time.time(), "done", None, None
+    with contextlib.ExitStack() as stack:
+        if log_path:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            log = stack.enter_context(open(log_path, "a", buffering=1))
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        try:
+            sequence, (cfg,) = build_configs(build_parser(list(STRATEGIES)).parse_args(argv))
+            folder = run_dir(cfg.out, sequence.name, cfg.name, cfg.seed)
+            if not cfg.fresh and is_complete(folder):
+                status = "skipped"
+            else:
+                run(cfg, sequence, resolve(cfg.strategy, cfg.strategy_args))
+        except CFBenchError as failure:
+            status, error = "failed", str(failure).splitlines()[0]
+            print(f"error: {error}", file=sys.stderr)
+    return {"status": status, "error": error, "seconds": time.time() - started,
+            "folder": str(folder) if folder else None}  # fmt: skip
 
 
 def _terminate(signum, frame):

@@ -77,6 +77,22 @@ def _run_options(a, strategies: Sequence[str]) -> None:
         help="initialise task heads zero-shot from the text tower (zs) or from a linear probe "
         "at the start of each task (lp) (default: zs when the model has a text tower, else lp)",
     )
+    _run_extras(a)
+
+
+def _run_extras(a) -> None:
+    """The rest of "what to run": VRF, seeds and the run's name."""
+    a(
+        "--vrf",
+        action="store_true",
+        default=None,
+        help="also record, for every task already trained, the accuracy of VRF (Zhu et al., "
+        "NeurIPS 2024: the task head ensembled with the pretrained zero-shot model, weighted by "
+        "the distance to the training images only fine-tuning gets right) and of the plain "
+        "output-space ensemble (kinds vrf and ose, in vrf_matrix.csv / ose_matrix.csv); "
+        "predictions only, the features and LP are unchanged. Needs a text tower (CLIP); "
+        "part of the run's settings. The vrf strategy is FT with this on (default: off)",
+    )
     a("--seed", type=int, help="random seed for training and data order (default: 0)")
     a(
         "--seeds",
@@ -85,6 +101,13 @@ def _run_options(a, strategies: Sequence[str]) -> None:
         metavar="N",
         help="run several seeds one after another, e.g. --seeds 0 1 2 (replaces --seed); "
         "'run_benchmark.py report OUT' then gives mean +- std over them",
+    )
+    a(
+        "--run-name",
+        metavar="NAME",
+        help="name of the run: its folder OUT/<sequence>/<NAME>/seed<N> and its rows in the "
+        "report, e.g. ldifs@lam=100 for one value of a sweep (default: the strategy; not with "
+        "--strategy all)",
     )
 
 
@@ -247,45 +270,10 @@ def build_report_parser() -> argparse.ArgumentParser:
 
 
 def build_data_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py data",
-        description="Datasets. list: the source a run would read each one from, whether it is "
-        "on disk, its split sizes (and those of its fixed split) and its size on disk; nothing is "
-        "downloaded. prepare: fetch what is missing and decode every split once into the "
-        "prepared store DATA_ROOT/prepared/<name>/, which runs then read (resumable: a killed "
-        "prepare continues). verify: recompute a prepared store's split sizes, class counts and "
-        "SHA-256 fingerprints and compare them with what prepare recorded and with the fixed "
-        "splits; one line per mismatch on stderr, exit 2.",
-    )
-    a = p.add_argument
-    a("action", choices=["list", "prepare", "verify"], help="what to do")
-    a("names", nargs="*", metavar="NAME", help="datasets (default: those of --sequence)")
-    a(
-        "--sequence",
-        help="every task and control of this sequence (default: 5tasks when no NAME is given)",
-    )
-    a("--data-root", help="dataset folder (default: $CFBENCH_DATA, else ~/.cache/cfbench/data)")
-    a(
-        "--source",
-        default="auto",
-        choices=["auto", "torchvision", "hf", "folder"],
-        help="read (and for prepare, fetch) only from this kind of source (default: auto: "
-        "every source on disk first, then every source that can download)",
-    )
-    a(
-        "--force",
-        action="store_true",
-        help="prepare: write the store again even when it is complete (the repair for a store "
-        "that verify or a run reports broken)",
-    )
-    a(
-        "--workers",
-        type=int,
-        default=0,
-        help="prepare: image-decoding processes (default: 0, decode in this process)",
-    )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
-    return p
+    """``run_benchmark.py data``'s options (benchmark/data_cli.py)."""
+    from benchmark.data_cli import data_parser
+
+    return data_parser()
 
 
 def build_perf_parser() -> argparse.ArgumentParser:
@@ -294,3 +282,17 @@ def build_perf_parser() -> argparse.ArgumentParser:
     from benchmark.perf.cli import perf_parser
 
     return perf_parser()
+
+
+def build_soup_parser() -> argparse.ArgumentParser:
+    """``run_benchmark.py soup``'s options (benchmark/soup/cli.py)."""
+    from benchmark.soup.cli import soup_parser
+
+    return soup_parser()
+
+
+def build_grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
+    """``run_benchmark.py grid``'s options (benchmark/grid/cli.py)."""
+    from benchmark.grid.cli import grid_parser
+
+    return grid_parser(with_file)

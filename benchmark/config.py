@@ -78,11 +78,21 @@ class RunConfig:
     # Folder of the pretrained-row cache (None: <data-root>/cache/row0; "none": no cache).
     cache: str | None = None
     head_init: str | None = None  # "zs" (text tower) or "lp" (probe); None: zs when possible
+    # Also record the VRF and OSE accuracies of every trained task (benchmark/vrf/; needs a
+    # text tower). The ``vrf`` strategy turns them on by itself.
+    vrf: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
     fresh: bool = False  # discard the run folder's checkpoints and results instead of resuming
     keep_checkpoints: str = "last"  # "last": only the latest stage's checkpoint; "all": every one
+    # The run's name: its folder OUT/<sequence>/<name>/seed<N> and its rows in the report
+    # (None: the strategy). A grid names a cell by its varying strategy arguments.
+    run_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run_name or self.strategy
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -172,6 +182,7 @@ def validate(cfg: RunConfig) -> None:
         f"--keep-checkpoints must be last or all, got '{cfg.keep_checkpoints}'",
     )
     _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
+    _check(isinstance(cfg.vrf, bool), f"vrf must be true or false, got {cfg.vrf!r}")
     _check(cfg.pipeline in ("auto", "device", "pil"),
            f"--pipeline must be auto, device or pil, got '{cfg.pipeline}'")  # fmt: skip
     _check(cfg.source in ("auto", "torchvision", "hf", "folder"),

@@ -8,7 +8,12 @@ once, then
 
 - lp:   fits the linear probe (benchmark/probe/fit.py) and scores it on the test split;
 - zs:   scores the pretrained text tower's zero-shot head on the current encoder (CLIP only);
-- head: scores the task's own trained head (task-incremental; tasks only).
+- head: scores the task's own trained head (task-incremental; tasks only);
+- val:  the same head on the task's validation images (the probe's validation part of the train
+  split, never trained on): the score selection on validation uses, never a test accuracy;
+- vrf, ose: with a ``vrf`` evaluator (benchmark/vrf/; the ``vrf`` strategy or ``--vrf``), the
+  task head ensembled with the pretrained zero-shot model, from the same features (tasks already
+  trained, stages >= 1).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from benchmark.probe.features import FeaturePass, Transformed, extract_features
 from benchmark.probe.fit import linear_probe, top1
 from benchmark.probe.splits import probe_split, subsample
 from benchmark.row0_cache import Row0Cache, tensor_digest
+from benchmark.vrf.evaluator import DatasetFeatures, VRFEvaluator
 from tasks.base import TaskData, targets_of
 
 
@@ -66,10 +72,11 @@ class MatrixEvaluation:
         task_names: list[str],
         features: FeaturePass,
         row0_cache: Row0Cache | None = None,
+        vrf: VRFEvaluator | None = None,  # None: no vrf / ose records
     ):
         self.datasets, self.transform, self.probe = datasets, transform, probe
         self.device, self.task_names = device, task_names
-        self.features, self.row0_cache = features, row0_cache
+        self.features, self.row0_cache, self.vrf = features, row0_cache, vrf
         self.batch_size = features.batch_size
 
     def evaluate(self, model: torch.nn.Module, stage: int) -> list[dict]:
@@ -103,7 +110,7 @@ class MatrixEvaluation:
 
     def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
         head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
-        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight),
+        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight), "kinds": "lp zs head val",
                  "head": tensor_digest(*(head.weight, head.bias, head.scale) if head else [None]),
                  "pipeline": "device" if self.features.pipeline else "pil",
                  "autocast": str(self.features.autocast),
@@ -152,4 +159,10 @@ class MatrixEvaluation:
         if head is not None and bool(head.weight.any()):  # all-zero: LP-init head not fitted yet
             with torch.no_grad():
                 out["head"] = top1(head(test_f), test_y)
+                # the head on the task's validation images (held out from fine-tuning): what
+                # selection on validation ranks by (benchmark/report/selection.py)
+                out["val"] = top1(head(train_f[mask]), train_y[mask])
+        if self.vrf is not None and "head" in out:
+            found = DatasetFeatures(idx, mask, test_idx, train_f, train_y, test_f, test_y)
+            out.update(self.vrf.evaluate(ds, stage, head, found))
         return out

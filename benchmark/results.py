@@ -29,7 +29,7 @@ RECORD_COLUMNS = [
     "kind",
     "accuracy",
 ]
-KINDS = ("lp", "zs", "head")
+KINDS = ("lp", "zs", "head", "vrf", "ose")  # vrf, ose: benchmark/vrf/ (tasks, stages >= 1)
 
 
 def write_json(path: Path, data: Any) -> None:

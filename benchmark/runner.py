@@ -35,7 +35,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
     started = time.time()
     seed_everything(cfg.seed)
     setup = prepare(cfg, sequence, strategy, log)
-    folder = run_dir(cfg.out, sequence.name, cfg.strategy, cfg.seed)
+    folder = run_dir(cfg.out, sequence.name, cfg.name, cfg.seed)
     store = CheckpointStore(folder, run_settings(setup.config), cfg.keep_checkpoints)
     resume = None if cfg.fresh else store.latest()
     complete = resume is not None and resume.stage == len(sequence.tasks)
@@ -46,7 +46,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
     if cfg.fresh:
         store.clear()
     store.sweep()
-    identity = {"sequence": sequence.name, "strategy": cfg.strategy, "seed": cfg.seed}
+    identity = {"sequence": sequence.name, "strategy": cfg.name, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip
     if resume is None:

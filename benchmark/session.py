@@ -26,6 +26,7 @@ from benchmark.row0_cache import Row0Cache
 from benchmark.strategy_api import Resolved, StrategyContext
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer, default_workers, resolve_device
+from benchmark.vrf.evaluator import build_evaluator as build_vrf
 from tasks import SequenceSpec, TaskData
 
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
@@ -34,7 +35,7 @@ from tasks import SequenceSpec, TaskData
 # "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
 # "source" only says where to look: the data itself is compared as config.json's "data".
 EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
-                  "sequence", "strategy_args", "cache")  # fmt: skip
+                  "sequence", "strategy_args", "cache", "run_name")  # fmt: skip
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("train", "compile"),
                          ("probe", "batch_size"))  # fmt: skip
 
@@ -123,11 +124,16 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     lp_init = any(isinstance(p, LPInitPlugin) for p in plugins)  # LP-FT fits the heads itself
     if setup.head_init == "lp" and not lp_init:
         plugins.insert(0, LPInitPlugin(context))
+    for plugin in plugins:  # what a plugin reports about itself (LoRA, BitFit: trainable counts)
+        if hasattr(plugin, "config_entries"):
+            setup.config.setdefault("strategy_details", {}).update(plugin.config_entries())
+    # VRF (the vrf strategy's plugin, or --vrf): a frozen copy of the still pretrained encoder
+    vrf = build_vrf(cfg.vrf, plugins, encoder, features, list(setup.sequence.tasks), cfg.model)
     if cfg.train.compile:  # in place (parameter names stay), after the FLOP count (eager ops)
         encoder.module.compile()  # and the plugins' hooks (compiled at the first forward)
     task_names = list(setup.sequence.tasks)
     evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device, task_names,
-                                  features, cache)  # fmt: skip
+                                  features, cache, vrf)  # fmt: skip
     trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=plugins,
                       task_names=task_names)  # fmt: skip
     trainer.cost = cost

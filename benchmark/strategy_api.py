@@ -46,6 +46,8 @@ class StrategySpec:
     name: str
     config: type
     build: Callable[[StrategyContext, Any], list]
+    # True: meaningless without a text tower (VRF): ``--strategy all`` skips it on such a model.
+    needs_text_tower: bool = False
 
 
 Builder = Callable[[StrategyContext], list]

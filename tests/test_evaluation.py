@@ -173,6 +173,7 @@ def test_records_have_the_documented_keys_and_kinds(setup):
     kinds = [(r["dataset"], r["role"], r["kind"]) for r in records]
     assert sorted(kinds) == sorted([
         ("colours", "task", "lp"), ("colours", "task", "zs"), ("colours", "task", "head"),
+        ("colours", "task", "val"),  # the head on the validation images (a trained head only)
         ("patterns", "task", "lp"),  # no zero-shot weights, and its head is all zero
         ("control", "control", "lp"), ("control", "control", "zs"),  # a control has no head
     ])  # fmt: skip
@@ -186,6 +187,16 @@ def test_head_accuracy_is_the_head_applied_to_hand_computed_features(setup):
     expected = percent_correct(5.0 * unit(f) @ w.T + b, y)  # scale * W normalize(f) + b
     assert expected == pytest.approx(100 * 16 / 24)  # classes 0 and 1 right, class 2 never
     assert by_kind(setup.records, "colours")["head"] == pytest.approx(expected)
+
+
+def test_val_is_the_head_on_the_validation_images_of_the_train_split(setup):
+    model = setup.model
+    f, y = hand_features(model.encoder, setup.datasets[0].data.train)
+    val = validation_split(len(y))[1]  # 3 of the 30 training images, never trained on
+    head = model.heads["0"]
+    w, b = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    expected = percent_correct(5.0 * unit(f[val]) @ w.T + b, y[val])
+    assert by_kind(setup.records, "colours")["val"] == pytest.approx(expected)
 
 
 def test_zero_shot_accuracy_is_normalised_features_times_the_zero_shot_weights(setup):

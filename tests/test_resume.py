@@ -63,7 +63,8 @@ def assert_prefix_of_reference(folder: Path, reference: dict[str, bytes], tmp_pa
     ref_path = tmp_path / "ref_records.csv"
     ref_path.write_bytes(reference["records.csv"])
     full = pd.read_csv(ref_path)
-    assert len(partial) > 0 and len(partial) % 11 == 0  # whole stages of 11 records each
+    # whole stages of 14 records: 3 tasks x {lp, zs, head, val} + 1 control x {lp, zs}
+    assert len(partial) > 0 and len(partial) % 14 == 0
     pd.testing.assert_frame_equal(partial, full.iloc[: len(partial)])
 
 
@@ -180,3 +181,15 @@ def test_resume_with_other_settings_is_refused(partial_run, tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "holds a run started with other settings (train.lr: 0.001 -> 0.002)" in proc.stderr
     assert snapshot(folder) == before
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_at_its_old_value(tmp_path):
+    """Settings added later (store.ADDED_SETTINGS, e.g. vrf) are absent from older checkpoints:
+    the run resumes when it keeps the value that reproduces the old behaviour, not otherwise."""
+    from benchmark.checkpoint.state import CheckpointError
+    from benchmark.checkpoint.store import CheckpointStore
+
+    old = {"strategy": "ft", "train": {"lr": 1e-3}}
+    CheckpointStore(tmp_path, {**old, "vrf": False}, "last")._check_settings(old)
+    with pytest.raises(CheckpointError, match="vrf: False -> True"):
+        CheckpointStore(tmp_path, {**old, "vrf": True}, "last")._check_settings(old)

@@ -36,6 +36,9 @@ from benchmark.results import write_json
 INDEX = "checkpoint.json"
 FOLDER = "checkpoints"
 KEEP = ("last", "all")
+# Settings added after format 1 was fixed, with the value that reproduces what runs did before
+# them: a checkpoint without the key resumes when the run keeps that value (config.json keys).
+ADDED_SETTINGS = {"vrf": False}
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -150,6 +153,8 @@ class CheckpointStore:
 
     def _check_settings(self, saved: dict) -> None:
         ours, theirs = flatten(self.settings), flatten(saved)
+        for key, value in ADDED_SETTINGS.items():  # a checkpoint older than the setting
+            theirs.setdefault(key, value)
         changed = [k for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k)]
         if changed:
             shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in changed[:3])

@@ -179,6 +179,12 @@ def build_resnet_cifar(name: str, pretrained: str | None, data_root: Path | None
     return Encoder(model, model.output_dim, train_tf, eval_tf, model.taps(), None)
 
 
+def has_text_tower(name: str) -> bool:
+    """Whether ``build_encoder(name, ...)`` gives a text tower, known without building it: every
+    open_clip model has one, the CIFAR ResNets have none."""
+    return name not in RESNET_DEPTHS
+
+
 def build_encoder(name: str, pretrained: str | None, data_root: Path | None = None) -> Encoder:
     """The encoder factory: CIFAR ResNets (resnet20/32/44/56-cifar) or any open_clip model
     (ViTs, ModifiedResNets and the tiny offline ``cfbench-tiny-vit``)."""

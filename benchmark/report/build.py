@@ -9,6 +9,7 @@ gives the task order when present) and writes RESULTS_DIR/report/:
     comparison.csv / .md / .tex            mean +- std over seeds per (sequence, strategy)
     comparison_columns.csv                 each table column and its definition
     cost.csv                               what the runs cost (metrics.json "cost"), mean over seeds
+    selection.csv                          swept strategies: the value chosen on validation
     runs.csv                               the same metrics for every run (one row per seed)
     <sequence>/delta_lp_bars.png           final delta-LP per past task and control, per strategy
     <sequence>/curves_<kind>.png           accuracy over stages per dataset, one line per strategy
@@ -31,10 +32,12 @@ import pandas as pd
 
 from benchmark.errors import CFBenchError
 from benchmark.io import write_atomic
+from benchmark.metrics import HEADLINE
 from benchmark.report.aggregate import aggregate_seeds, least_forgetting
 from benchmark.report.cost import cost_section
 from benchmark.report.figures import run_figures, sequence_figures
 from benchmark.report.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
+from benchmark.report.selection import selection_markdown, selection_table
 from benchmark.report.tables import (
     DECIMALS,
     columns_legend,
@@ -79,6 +82,8 @@ _FIGURE_CAPTIONS = {
     "curves_lp": "Linear-probe accuracy over stages",
     "curves_zs": "Zero-shot accuracy over stages",
     "curves_head": "Task-head accuracy over stages",
+    "curves_vrf": "VRF accuracy over stages (task head + zero-shot model)",
+    "curves_ose": "Output-space ensemble accuracy over stages",
 }
 
 
@@ -94,6 +99,19 @@ def _write_tables(runs: Sequence[Run], out: Path) -> tuple[pd.DataFrame, str]:
     write_atomic(out / "comparison.md", md_table)
     write_atomic(out / "comparison.tex", latex_table(table, keys))
     return table, md_table
+
+
+def _selection_section(runs: Sequence[Run], out: Path) -> list[str]:
+    """Where a strategy was run at several argument values (a grid): the value chosen on
+    validation and its test metrics (selection.csv); nothing when no strategy was swept."""
+    per_run = per_run_table(runs)
+    chosen = selection_table(runs, per_run)
+    if chosen.empty:
+        return []
+    chosen.to_csv(out / "selection.csv", index=False, float_format="%.4f")
+    keys = [m.key for m in HEADLINE]
+    return ["## Selection on validation", "", selection_markdown(chosen, keys),
+            "Also as [CSV](selection.csv).", ""]  # fmt: skip
 
 
 def _report_head(n_runs: int, results_dir: Path, md_table: str) -> list[str]:
@@ -137,7 +155,7 @@ def _sequence_section(
     for run in seq_runs:
         run_figs = run_figures(run, seq_runs, out, formats)
         lines += [f"#### `{run.strategy}`, seed {run.seed}", ""]
-        for name in ("lp", "delta_lp", "zs", "head"):
+        for name in ("lp", "delta_lp", "zs", "head", "vrf", "ose"):
             if name in run_figs:
                 alt = f"{name} {run.strategy} seed {run.seed}"
                 lines += [f"![{alt}]({_relative(run_figs[name], out)})", ""]
@@ -161,6 +179,7 @@ def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)
             )
     table, md_table = _write_tables(runs, out)
     lines = _report_head(len(runs), results_dir, md_table)
+    lines += _selection_section(runs, out)
     costs, cost_lines = cost_section(runs)
     if cost_lines:
         costs.to_csv(out / "cost.csv", index=False, float_format="%.4f")

@@ -33,6 +33,9 @@ class Run:
     tasks: list[str]
     controls: list[str]
     records: pd.DataFrame = field(repr=False)
+    # The stages the run measures (None: every one, 0..T). A soup of runs that kept only their
+    # last checkpoint measures rows 0 and T (config.json "soup" "stages"; benchmark/soup/).
+    stages: list[int] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -54,9 +57,10 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        """Every stage 0..T has a linear-probe accuracy for every dataset."""
+        """Every stage 0..T (or every stage the run measures) has a linear-probe accuracy for
+        every dataset."""
         lp = self.matrix("lp")
-        stages = list(range(len(self.tasks) + 1))
+        stages = self.stages or list(range(len(self.tasks) + 1))
         return (
             list(lp.index) == stages
             and list(lp.columns) == self.columns
@@ -92,7 +96,28 @@ def load_run(folder: Path) -> Run:
         tasks=tasks,
         controls=controls,
         records=records,
+        stages=_soup_stages(folder),
     )
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run (metrics.json and every stage's records); False for
+    a folder that holds none or an unreadable one."""
+    if not (folder / "metrics.json").exists():
+        return False
+    try:
+        return load_run(folder).complete
+    except CFBenchError:
+        return False
+
+
+def _soup_stages(folder: Path) -> list[int] | None:
+    """The stages a soup measured (config.json "soup" "stages"); None for any other run."""
+    try:
+        stages = json.loads((folder / "config.json").read_text())["soup"]["stages"]
+        return [int(s) for s in stages]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _datasets(folder: Path, records: pd.DataFrame) -> tuple[list[str], list[str]]:

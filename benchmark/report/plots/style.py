@@ -13,6 +13,8 @@ KIND_NAMES = {
     "lp": "linear-probe accuracy (%)",
     "zs": "zero-shot accuracy (%)",
     "head": "task-head accuracy (%)",
+    "vrf": "VRF accuracy (%)",
+    "ose": "output-space ensemble accuracy (%)",
 }
 STYLE = {
     "font.size": 10,

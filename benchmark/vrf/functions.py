@@ -1,0 +1,145 @@
+"""The math of VRF and OSE (pure functions; the package docstring gives the sources): the ZSF
+set, k, the k-th neighbour distance, the weight w, temperature calibration, the ensemble."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("vrf", "ose")
+K_SCALE = 1000  # k = round(K_SCALE * |ZSF| / |train|), the official code's constant
+T_RANGE = (0.1, 10.0)  # the official search's starting bracket for a temperature
+T_LIMITS = (1e-3, 1e3)  # ours: how far that bracket may widen (the official one has no bound)
+
+
+@dataclass(frozen=True)
+class VRFSettings:
+    """a = 1.5, b = 0.6: the official code's defaults (``src/main.py``, tuned on ImageNet with
+    ViT-B/16); ose_weight = 0.5: the fine-tuned side's weight in the fixed ensemble (the official
+    baseline tunes it on test data, which this benchmark does not do)."""
+
+    a: float = 1.5  # distance at which w = 0.5
+    b: float = 0.6  # width of the sigmoid (> 0): smaller = a sharper switch
+    ose_weight: float = 0.5  # OSE: weight of the fine-tuned side (1 = fine-tuned, 0 = zero-shot)
+
+    def __post_init__(self):
+        if not math.isfinite(self.a):
+            raise ValueError(f"a must be a finite number, got {self.a}")
+        if not (math.isfinite(self.b) and self.b > 0):
+            raise ValueError(f"b must be a finite number > 0, got {self.b}")
+        if not 0.0 <= self.ose_weight <= 1.0:
+            raise ValueError(f"ose_weight must be in [0, 1], got {self.ose_weight}")
+
+
+def zsf_mask(
+    ft_logits: torch.Tensor,
+    zs_logits: torch.Tensor,
+    labels: torch.Tensor,
+    train_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[N] bool: the fine-tuned classifier is right and the zero-shot one wrong (within
+    ``train_mask`` when given)."""
+    mask = (ft_logits.argmax(dim=1) == labels) & (zs_logits.argmax(dim=1) != labels)
+    return mask if train_mask is None else mask & train_mask
+
+
+def zsf_k(n_zsf: int, n_train: int, scale: int = K_SCALE) -> int:
+    """k = round(scale * n_zsf / n_train) (Python's round, as the official code), clipped to
+    [1, n_zsf]; 0 for an empty ZSF set."""
+    if n_zsf == 0:
+        return 0
+    return min(n_zsf, max(1, round(scale * n_zsf / n_train)))
+
+
+def knn_kth_distance(
+    queries: torch.Tensor, bank: torch.Tensor, k: int, max_elements: int = 1 << 24
+) -> torch.Tensor:
+    """[Q] squared L2 distance of every query row to its k-th nearest row of ``bank`` (exact: all
+    pairwise distances, ``torch.cdist`` in chunks of at most ``max_elements`` pairs, then top-k);
+    inf for an empty bank or k = 0."""
+    if len(bank) == 0 or k == 0:
+        return torch.full((len(queries),), math.inf, device=queries.device)
+    if not 1 <= k <= len(bank):
+        raise ValueError(f"k = {k} for a bank of {len(bank)} rows")
+    rows = max(1, max_elements // len(bank))
+    out = []
+    for start in range(0, len(queries), rows):
+        d = torch.cdist(queries[start : start + rows], bank).square()
+        out.append(d.topk(k, dim=1, largest=False).values[:, -1])
+    return torch.cat(out) if out else queries.new_zeros(0)
+
+
+def vrf_weight(d: torch.Tensor, a: float = 1.5, b: float = 0.6) -> torch.Tensor:
+    """w = sigmoid(-(d - a) / b) = 1 / (1 + exp((d - a) / b)): near 1 close to the ZSF set."""
+    return torch.sigmoid(-(d - a) / b)
+
+
+def mean_confidence(logits: torch.Tensor, temperature: float) -> float:
+    """Mean over rows of the largest softmax probability of logits / temperature."""
+    return float(F.softmax(logits.double() / temperature, dim=1).amax(dim=1).mean())
+
+
+def calibrate_temperature(
+    logits: torch.Tensor,
+    accuracy: float,
+    bracket: tuple[float, float] = T_RANGE,
+    tol: float = 1e-3,
+    limits: tuple[float, float] = T_LIMITS,
+    max_iter: int = 200,
+) -> float:
+    """The temperature T at which the mean max-softmax confidence of ``logits / T`` equals
+    ``accuracy`` (a fraction) within ``tol``.
+
+    As the official search: start from ``bracket``, widen it by factors of 1.1 while the target
+    lies outside (confidence falls monotonically with T), here within ``limits``; then bisect in
+    log T (the official code interpolates; both stop at a gap <= tol). A target that no T within
+    the limits reaches (an accuracy at or below chance, or a perfect one on logits with ties)
+    gives the nearest limit."""
+    low, high = bracket
+    while mean_confidence(logits, high) > accuracy + tol and high < limits[1]:
+        high = min(high * 1.1, limits[1])
+    while mean_confidence(logits, low) < accuracy - tol and low > limits[0]:
+        low = max(low / 1.1, limits[0])
+    for t in (low, high):
+        if abs(mean_confidence(logits, t) - accuracy) <= tol:
+            return t
+    if mean_confidence(logits, high) > accuracy:
+        return high  # even the highest T is too confident
+    if mean_confidence(logits, low) < accuracy:
+        return low  # even the lowest T is not confident enough
+    lo, hi = math.log(low), math.log(high)
+    t = math.exp((lo + hi) / 2)
+    for _ in range(max_iter):
+        t = math.exp((lo + hi) / 2)
+        c = mean_confidence(logits, t)
+        if abs(c - accuracy) <= tol:
+            break
+        lo, hi = (math.log(t), hi) if c > accuracy else (lo, math.log(t))
+    return t
+
+
+def ensemble_probs(
+    ft_logits: torch.Tensor,
+    zs_logits: torch.Tensor,
+    w: torch.Tensor | float,
+    t_ft: float = 1.0,
+    t_zs: float = 1.0,
+) -> torch.Tensor:
+    """w softmax(ft / t_ft) + (1 - w) softmax(zs / t_zs); ``w`` per row ([N]) or one number."""
+    if isinstance(w, torch.Tensor):
+        w = w.to(ft_logits.dtype).reshape(-1, 1)
+    return w * F.softmax(ft_logits / t_ft, dim=1) + (1 - w) * F.softmax(zs_logits / t_zs, dim=1)
+
+
+def ensemble_predict(
+    ft_logits: torch.Tensor,
+    zs_logits: torch.Tensor,
+    w: torch.Tensor | float,
+    t_ft: float = 1.0,
+    t_zs: float = 1.0,
+) -> torch.Tensor:
+    """[N] class predictions of ``ensemble_probs``."""
+    return ensemble_probs(ft_logits, zs_logits, w, t_ft, t_zs).argmax(dim=1)

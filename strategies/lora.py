@@ -1,0 +1,190 @@
+"""LoRA: Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang & Chen, "LoRA: Low-Rank Adaptation of Large
+Language Models", ICLR 2022, arXiv:2106.09685, through the ``peft`` library (``LoraModel``).
+
+For every targeted layer with frozen weight W0, a task trains only the low-rank update
+
+    W = W0 + (alpha / r) B A,    A: r x in (Kaiming-uniform), B: out x r (zeros),
+
+so each task starts exactly at the current encoder (B = 0). The heads train as in FT; every other
+encoder weight is frozen (requires_grad False, so it has no gradient, and AdamW skips it,
+weight decay included). After each task the update is merged into W0 (``merge_and_unload``): the
+evaluation, the checkpoint, a resume and the next task see a plain encoder with the parameter
+names it was built with, and the next task gets a fresh adapter on the merged weights. Shuttleworth
+et al. (arXiv:2410.21228) find that LoRA adds new high-ranking singular directions ("intruder
+dimensions") that carry its forgetting, and that they accumulate when tasks are learnt in
+sequence, which is the setting the per-task merge reproduces.
+
+Targets (``target_modules``, comma-separated layer names matched as peft matches them, or
+``auto``): for an open_clip ViT, ``attn,c_fc,c_proj``: every block's attention and both MLP
+layers. The attention is an ``nn.MultiheadAttention``: its q, k, v projections are one fused
+``in_proj_weight`` parameter, and its ``out_proj`` is a Linear that the attention never calls
+(it reads ``out_proj.weight`` directly), so a LoRA layer on ``out_proj`` alone would train nothing;
+that target is refused. ``attn`` uses peft's MultiheadAttention layer instead, which adapts the
+fused in_proj (one rank-r update of the stacked [Wq; Wk; Wv], A shared by q, k and v) and the
+out_proj together, merging them into the weights for each forward. Its unmerge after the forward
+computes (W0 + dW) - dW, which is W0 only up to rounding; a forward hook puts the exact W0 back, so
+the frozen attention weights stay bit for bit what they were. For the CIFAR ResNets (and any
+encoder that is not a ViT) ``auto`` adapts every Conv2d and Linear: the 19 3x3 convolutions of a
+ResNet-20 (A is a 3x3 conv to r channels, B a 1x1 conv back). At rank 8 that is 1,179,648 adapter
+parameters on ViT-B/32 (1.3 % of its 87.8 M) and 50,648 on the ResNet-20 (19 % of its 269 k: its
+16- to 64-channel layers are narrow); config.json ``strategy_details`` records the counts.
+
+``dropout`` acts on the Linear and conv adapters' inputs; peft's attention layer merges its
+adapters into the weights for the forward, so dropout does not reach them.
+
+Defaults: rank 8 and alpha 16 (scaling 2) are the official RoBERTa-base GLUE scripts'
+(microsoft/LoRA examples/NLU: --lora_r 8 --lora_alpha 16); dropout 0 is peft's default. Those
+scripts train at lr 4e-4 to 5e-4: the protocol's lr (1e-5 for ViT-B/32, the full-FT rate) applies
+to the adapters and the heads alike and moves a zero-initialised adapter slowly, so pass a larger
+--lr for a LoRA study, or raise alpha (with Adam, alpha / r scales the adapter's steps, not the
+heads').
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from torch import nn
+
+from benchmark.errors import CFBenchError
+from benchmark.rng import preserve_rng
+from strategies.trainable import layer_kinds, lora_count, lora_targets
+
+
+@dataclass(frozen=True)
+class Config:
+    """rank 8, alpha 16: the official LoRA RoBERTa-base GLUE setting (r = 8, alpha = 16); dropout
+    0: peft's default; target_modules auto: see the module docstring."""
+
+    rank: int = 8  # r, the rank of the update B A
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapter's input (training only)
+    target_modules: str = "auto"  # comma-separated layer names, or auto (per architecture)
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"rank must be an integer >= 1, got {self.rank}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.target_modules != "auto" and not all(self.keys()):
+            raise ValueError(f"target_modules must be auto or names separated by commas, got "
+                             f"{self.target_modules!r}")  # fmt: skip
+
+    def keys(self) -> list[str] | None:
+        """The target names, or None for the architecture's default."""
+        if self.target_modules == "auto":
+            return None
+        return [k.strip() for k in self.target_modules.split(",")]
+
+
+def _exact_base(frozen: tuple, module: nn.Module, args, output) -> None:
+    """Forward hook of peft's MultiheadAttention layer: its unmerge left (W0 + dW) - dW in the
+    frozen weights; put the exact W0 back (same storage as before the adapter was added)."""
+    for owner, name, data in frozen:
+        getattr(owner, name).data = data
+
+
+class LoRAPlugin(SupervisedPlugin):
+    """A fresh peft LoRA adapter on ``targets`` of the encoder for every task, merged after it."""
+
+    def __init__(self, encoder: nn.Module, heads: nn.Module, targets: list[str], config: Config,
+                 device: torch.device):  # fmt: skip
+        super().__init__()
+        self.encoder, self.targets, self.config, self.device = encoder, targets, config, device
+        self.encoder_params = sum(p.numel() for p in encoder.parameters())
+        self.adapter_params = lora_count(encoder, targets, config.rank)
+        self.head_params = sum(p.numel() for p in heads.parameters())
+        self.tuner = None  # peft's LoraModel while a task trains
+        self._hooks: list = []
+        self._flags: dict[str, bool] = {}
+        self._order: dict[str, list[str]] = {}
+
+    def config_entries(self) -> dict:
+        """Trainable-parameter counts for config.json ``strategy_details`` (heads: all tasks')."""
+        return {
+            "encoder_params": self.encoder_params,
+            "trainable_encoder_params": self.adapter_params,
+            "head_params": self.head_params,
+            "trainable_params": self.adapter_params + self.head_params,
+            "lora_targets": layer_kinds(self.targets),
+            "lora_layers": len(self.targets),
+        }
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.inject()
+        # Avalanche built this task's optimiser (from model.parameters()) before the plugins'
+        # before_training_exp: rebuild it so that it holds the new adapter, and drop what the
+        # model no longer has (the previous task's adapter, replaced attention weights).
+        strategy.make_optimizer(remove_params=True)
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.merge()
+
+    def inject(self) -> None:
+        """Freeze the encoder and add a fresh adapter (B = 0: the encoder's outputs are unchanged).
+        Its random A is drawn without moving the training RNG, so the data order is FT's."""
+        from peft import LoraConfig, LoraModel  # imports transformers: only when LoRA runs
+        from peft.tuners.lora.layer import MultiheadAttention as LoraAttention
+
+        if self.tuner is not None:
+            raise CFBenchError("LoRA: the previous task's adapter was not merged")
+        self._flags = {n: p.requires_grad for n, p in self.encoder.named_parameters()}
+        self._order = {n: list(m._parameters) for n, m in self.encoder.named_modules()}
+        cfg = self.config
+        peft_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                 target_modules=list(self.targets))  # fmt: skip
+        with preserve_rng(self.device):
+            self.tuner = LoraModel(self.encoder, peft_config, "default")
+        for module in self.encoder.modules():
+            if isinstance(module, LoraAttention):
+                base = module.get_base_layer()
+                out = base.out_proj.get_base_layer()
+                frozen = ((base, "in_proj_weight", base.in_proj_weight.detach()),
+                          (out, "weight", out.weight.detach()))  # fmt: skip
+                hook = module.register_forward_hook(functools.partial(_exact_base, frozen))
+                self._hooks.append(hook)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W0 += (alpha / r) B A for every adapted layer, then remove the adapters: the encoder
+        has its original modules, parameter names and order, and requires_grad flags again."""
+        if self.tuner is None:
+            return
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self.tuner.merge_and_unload()
+        self.tuner = None
+        self.encoder.__dict__.pop("peft_config", None)  # older peft (0.17) leaves it behind
+        for name, module in self.encoder.named_modules():
+            order = self._order.get(name)
+            if order is not None and list(module._parameters) != order:
+                # peft re-registers the attention's weights, which moves them last
+                params = dict(module._parameters)
+                module._parameters.clear()
+                module._parameters.update((k, params[k]) for k in order)
+        for name, p in self.encoder.named_parameters():
+            p.requires_grad_(self._flags[name])
+
+    def state_dict(self) -> dict:
+        """Empty: checkpoints are taken between tasks, where the adapter is merged into the
+        encoder (which the checkpoint holds) and the next task's adapter is not drawn yet."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def build(context, config: Config) -> list:
+    encoder = context.model.encoder
+    try:
+        targets = lora_targets(encoder, config.keys())
+    except ValueError as error:
+        raise CFBenchError(f"lora: {error}") from None
+    return [LoRAPlugin(encoder, context.model.heads, targets, config, context.device)]

@@ -1,0 +1,81 @@
+"""Selection on validation (benchmark/report/selection.py): the value with the best validation score
+wins even when another value has the better test numbers, and the report shows it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.report.build import main_report
+from benchmark.report.runs import discover_runs, per_run_table
+from benchmark.report.selection import base_strategy, selection_table, validation_score
+from benchmark.results import RunResults, run_dir
+
+TASKS, CONTROLS = ["a", "b"], ["ctrl"]
+
+
+def write(out, name, seed, final_lp, val):
+    """A complete 2-task run whose last stage has LP ``final_lp`` (a, b, ctrl) and validation
+    accuracies ``val`` (a, b); earlier stages are flat 50."""
+    folder = run_dir(out, "seq", name, seed)
+    results = RunResults(folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS,
+                         CONTROLS)  # fmt: skip
+    results.write_config({"sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS}})
+    for stage in range(3):
+        records = []
+        lp = final_lp if stage == 2 else (50.0, 50.0, 50.0)
+        for j, dataset in enumerate(TASKS + CONTROLS):
+            task = "pretrained" if stage == 0 else TASKS[stage - 1]
+            role = "task" if dataset in TASKS else "control"
+            base = {"stage": stage, "stage_task": task, "dataset": dataset, "role": role}
+            records.append({**base, "kind": "lp", "accuracy": lp[j]})
+            if dataset in TASKS and stage == 2:
+                records.append({**base, "kind": "val", "accuracy": val[j]})
+        results.append(records)
+    results.write()
+
+
+@pytest.fixture
+def swept(tmp_path):
+    # lam=1: better on test (final acc 90), worse on validation (mean 60 over seeds);
+    # lam=10: final acc 70, validation mean (80 + 76) / 2 = 78 -> chosen.
+    write(tmp_path, "ldifs@lam=1", 0, (90.0, 90.0, 40.0), (60.0, 60.0))
+    write(tmp_path, "ldifs@lam=1", 1, (90.0, 90.0, 40.0), (58.0, 62.0))
+    write(tmp_path, "ldifs@lam=10", 0, (70.0, 70.0, 48.0), (80.0, 80.0))
+    write(tmp_path, "ldifs@lam=10", 1, (70.0, 70.0, 46.0), (76.0, 76.0))
+    write(tmp_path, "ft", 0, (95.0, 95.0, 30.0), (99.0, 99.0))  # one value only: not a sweep
+    return tmp_path
+
+
+def test_base_strategy_splits_the_run_name():
+    assert base_strategy("ldifs@lam=10,anchor=pretrained") == ("ldifs", "lam=10,anchor=pretrained")
+    assert base_strategy("ft") == ("ft", "")
+
+
+def test_the_value_is_chosen_on_validation_not_test(swept):
+    runs, _ = discover_runs(swept)
+    scores = {(r.strategy, r.seed): validation_score(r) for r in runs}
+    assert scores[("ldifs@lam=10", 1)] == pytest.approx(76.0)
+    table = selection_table(runs, per_run_table(runs))
+    assert list(table["strategy"]) == ["ldifs"]  # ft was run at one value: nothing to select
+    row = table.iloc[0]
+    assert row["chosen"] == "lam=10" and row["val_score"] == pytest.approx(78.0)
+    assert row["tried"] == "lam=1: 60.00; lam=10: 78.00"
+    # the chosen value's test metrics, mean over its two seeds
+    assert row["final_avg_acc"] == pytest.approx(70.0)
+    assert row["delta_lp_controls"] == pytest.approx(((48 - 50) + (46 - 50)) / 2)
+    assert row["n_seeds"] == 2
+
+
+def test_the_report_has_the_selection_section(swept):
+    out = main_report(swept)
+    text = (out / "report.md").read_text()
+    assert "## Selection on validation" in text and "| `seq` | `ldifs` | `lam=10` | 78.00 |" in text
+    csv = pd.read_csv(out / "selection.csv")
+    assert csv.loc[0, "chosen"] == "lam=10"
+
+
+def test_runs_without_validation_records_choose_nothing(tmp_path):
+    write(tmp_path, "l2sp@alpha=1", 0, (60.0, 60.0, 50.0), (np.nan, np.nan))
+    write(tmp_path, "l2sp@alpha=2", 0, (60.0, 60.0, 50.0), (np.nan, np.nan))
+    runs, _ = discover_runs(tmp_path)
+    assert selection_table(runs, per_run_table(runs)).empty

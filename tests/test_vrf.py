@@ -1,0 +1,399 @@
+"""VRF and OSE (benchmark/vrf/): the pure functions against independent numpy / sklearn
+computations, the evaluator inside MatrixEvaluation on a hand-made model, and end-to-end smoke
+runs (the vrf strategy's LP rows are FT's; --vrf gives the vrf strategy's records)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+from torch import nn
+from torchvision.transforms import ToTensor
+
+from benchmark.config import ProbeConfig
+from benchmark.errors import CFBenchError
+from benchmark.evaluation import EvalDataset, MatrixEvaluation
+from benchmark.model.heads import CosineHead, MultiTaskClassifier
+from benchmark.probe.features import FeaturePass
+from benchmark.probe.splits import probe_split
+from benchmark.results import KINDS
+from benchmark.vrf.evaluator import VRFEvaluator, requested_settings
+from benchmark.vrf.functions import (
+    VRFSettings,
+    calibrate_temperature,
+    ensemble_predict,
+    ensemble_probs,
+    knn_kth_distance,
+    mean_confidence,
+    vrf_weight,
+    zsf_k,
+    zsf_mask,
+)
+from run_benchmark import build_configs, build_parser, main
+from strategies import STRATEGIES, resolve
+from tasks.synthetic import synthetic_task
+
+CPU = torch.device("cpu")
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# -- pure functions -------------------------------------------------------------------------------
+def test_zsf_mask_is_fine_tuned_right_and_zero_shot_wrong_within_the_train_part():
+    g = np.random.default_rng(0)
+    ft, zs = g.normal(size=(200, 5)), g.normal(size=(200, 5))
+    y = g.integers(0, 5, size=200)
+    train = g.random(200) < 0.8
+    expected = (ft.argmax(1) == y) & (zs.argmax(1) != y) & train
+    got = zsf_mask(torch.tensor(ft), torch.tensor(zs), torch.tensor(y), torch.tensor(train))
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert 0 < expected.sum() < train.sum()
+    no_mask = zsf_mask(torch.tensor(ft), torch.tensor(zs), torch.tensor(y)).numpy()
+    np.testing.assert_array_equal(no_mask, (ft.argmax(1) == y) & (zs.argmax(1) != y))
+
+
+@pytest.mark.parametrize(
+    "n_zsf, n_train, k",
+    [(30, 1000, 30), (60, 20000, 3), (3, 100000, 1), (25, 10000, 2),  # round(2.5) = 2, as Python
+     (35, 10000, 4), (50, 100, 50), (0, 100, 0), (1, 1, 1)],
+)  # fmt: skip
+def test_k_is_round_1000_times_the_zsf_fraction_within_1_and_the_set_size(n_zsf, n_train, k):
+    assert zsf_k(n_zsf, n_train) == k
+
+
+@pytest.mark.parametrize("k", [1, 4, 37])
+def test_knn_kth_distance_is_the_squared_distance_to_the_kth_neighbour(k):
+    g = np.random.default_rng(k)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    bank, queries = unit(g.normal(size=(37, 8))), unit(g.normal(size=(53, 8)))
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(bank).kneighbors(queries)
+    expected = dist[:, -1] ** 2
+    for max_elements in (1 << 24, 37 * 5, 1):  # one chunk, chunks of 5 queries, of one query
+        got = knn_kth_distance(torch.tensor(queries), torch.tensor(bank), k, max_elements)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-10)
+    empty = knn_kth_distance(torch.tensor(queries), torch.zeros(0, 8, dtype=torch.float64), 0)
+    assert torch.isinf(empty).all() and len(empty) == 53
+    with pytest.raises(ValueError):
+        knn_kth_distance(torch.tensor(queries), torch.tensor(bank), 38)
+
+
+def test_vrf_weight_is_the_official_sigmoid():
+    d = np.array([0.0, 0.5, 1.5, 2.0, 3.9, np.inf])
+    for a, b in ((1.5, 0.6), (0.2, 0.05)):
+        expected = 1 / (1 + np.exp((d - a) / b))
+        np.testing.assert_allclose(vrf_weight(torch.tensor(d), a, b).numpy(), expected)
+    assert vrf_weight(torch.tensor(1.5)).item() == 0.5  # w(a) = 1/2
+    assert vrf_weight(torch.tensor(np.inf)).item() == 0.0  # no ZSF image: the zero-shot model
+
+
+def test_ensemble_predictions_equal_a_numpy_computation():
+    g = np.random.default_rng(1)
+    ft, zs = g.normal(size=(300, 6)) * 4, g.normal(size=(300, 6)) * 4
+    w = g.random(300)
+    t_ft, t_zs = 0.7, 2.3
+    p = w[:, None] * softmax(ft / t_ft) + (1 - w[:, None]) * softmax(zs / t_zs)
+    got = ensemble_probs(torch.tensor(ft), torch.tensor(zs), torch.tensor(w), t_ft, t_zs)
+    np.testing.assert_allclose(got.numpy(), p, rtol=1e-12)
+    pred = ensemble_predict(torch.tensor(ft), torch.tensor(zs), torch.tensor(w), t_ft, t_zs)
+    np.testing.assert_array_equal(pred.numpy(), p.argmax(1))
+    # both sides disagree often enough that the weights matter
+    assert (ft.argmax(1) != zs.argmax(1)).mean() > 0.5
+    assert 0.1 < (pred.numpy() == ft.argmax(1)).mean() < 0.9
+    fixed = ensemble_probs(torch.tensor(ft), torch.tensor(zs), 0.25, t_ft, t_zs).numpy()
+    np.testing.assert_allclose(fixed, 0.25 * softmax(ft / t_ft) + 0.75 * softmax(zs / t_zs))
+
+
+def test_weight_one_gives_the_fine_tuned_accuracy_and_zero_the_zero_shot_one():
+    g = np.random.default_rng(2)
+    y = g.integers(0, 5, size=400)
+    ft = g.normal(size=(400, 5)) + 2.0 * np.eye(5)[y]  # right more often than the other
+    zs = g.normal(size=(400, 5)) + 0.7 * np.eye(5)[y]
+    ft_acc, zs_acc = (ft.argmax(1) == y).mean(), (zs.argmax(1) == y).mean()
+    assert ft_acc - zs_acc > 0.2
+    d = torch.tensor(g.random(400) * 4)
+    for a, expected in ((1e9, ft_acc), (-1e9, zs_acc)):  # w = 1 everywhere, w = 0 everywhere
+        w = vrf_weight(d, a, 0.6)
+        assert torch.all(w == (1.0 if a > 0 else 0.0))
+        pred = ensemble_predict(torch.tensor(ft), torch.tensor(zs), w, 0.3, 5.0)
+        assert (pred.numpy() == y).mean() == expected
+
+
+@pytest.mark.parametrize("scale, classes, accuracy", [(3.0, 10, 0.7), (5.0, 4, 0.55),
+                                                      (50.0, 3, 0.6), (0.05, 10, 0.9)])  # fmt: skip
+def test_calibrated_temperature_makes_mean_confidence_match_accuracy(scale, classes, accuracy):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(500, classes, generator=g, dtype=torch.float64) * scale
+    t = calibrate_temperature(logits, accuracy)
+    confidence = torch.softmax(logits / t, dim=1).max(dim=1).values.mean().item()  # independent
+    assert abs(confidence - accuracy) <= 1e-3, (t, confidence)
+    if scale == 50.0:  # so confident that T must leave the official starting bracket [0.1, 10]
+        assert t > 10
+    if scale == 0.05:  # so flat that T must go below 0.1
+        assert t < 0.1
+
+
+def test_calibration_of_an_unreachable_accuracy_gives_the_nearest_limit():
+    logits = torch.randn(100, 4, generator=torch.Generator().manual_seed(4))
+    assert calibrate_temperature(logits, 0.2) == 1e3  # below chance (1/4): as flat as allowed
+    assert mean_confidence(logits, 1e3) > 0.2
+    assert calibrate_temperature(torch.zeros(10, 4), 1.0) == 1e-3  # ties: never confident
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="b must be"):
+        VRFSettings(b=0)
+    with pytest.raises(ValueError, match="ose_weight"):
+        VRFSettings(ose_weight=1.5)
+    with pytest.raises(CFBenchError, match="valid fields: a: float = 1.5, b: float = 0.6"):
+        resolve("vrf", {"b": -1})
+    assert resolve("vrf", {"a": 2}).settings == {"a": 2.0, "b": 0.6, "ose_weight": 0.5}
+
+
+# -- the evaluator inside MatrixEvaluation, on a hand-made model ----------------------------------
+SIZE, D, C = 8, 6, 4  # 8x8 images, 6-d embeddings, 4 classes
+SCALE, HEAD_SCALE = 10.0, 30.0  # the zero-shot logit scale, the fine-tuned head's scale
+
+
+def linear_encoder(seed):
+    g = torch.Generator().manual_seed(seed)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, D))
+    with torch.no_grad():
+        encoder[1].weight.copy_(torch.randn(D, 3 * SIZE * SIZE, generator=g) / 8)
+        encoder[1].bias.copy_(torch.randn(D, generator=g) / 10)
+    return encoder
+
+
+def hand_features(encoder, dataset, indices):
+    """float64 numpy embeddings: pixels / 255 in (C, H, W) order, times W, plus b."""
+    w = encoder[1].weight.detach().double().numpy()
+    b = encoder[1].bias.detach().double().numpy()
+    x = np.stack([np.asarray(dataset[int(i)][0], dtype=np.float64).transpose(2, 0, 1).ravel()
+                  / 255 for i in indices])  # fmt: skip
+    return x @ w.T + b
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def hand():
+    data = synthetic_task("patterns", seed=11, num_classes=C, n_train=40, n_test=30, size=SIZE)
+    data = data.build(Path("."), False)
+    pretrained, current = linear_encoder(0), linear_encoder(0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # "fine-tuned": the pretrained weights moved
+        current[1].weight.add_(torch.randn(D, 3 * SIZE * SIZE, generator=g) / 6)
+    ytr = np.asarray(data.train.targets)
+    idx = np.arange(len(ytr))
+    fp, fc = hand_features(pretrained, data.train, idx), hand_features(current, data.train, idx)
+    zs_w = unit(np.stack([unit(fp[ytr == k]).mean(0) for k in range(C)]))  # the "text" weights
+    ft_w = unit(np.stack([unit(fc[ytr == k]).mean(0) for k in range(C)]))
+    head = CosineHead(torch.tensor(ft_w).float(), torch.tensor([0.1, -0.1, 0.0, 0.0]),
+                      scale=HEAD_SCALE)  # fmt: skip
+    zs_weight = torch.tensor(zs_w).float()
+    return dict(data=data, pretrained=pretrained, current=current, head=head, zs_weight=zs_weight)
+
+
+def evaluate(hand, settings, stage0: bool, max_train=None):
+    """Records of stage 1 (the current encoder), after stage 0 (the pretrained one) or not (as
+    after a resume: the evaluator's frozen copy computes the zero-shot side)."""
+    ds = EvalDataset("patterns", "task", 0, hand["data"], zs_weight=hand["zs_weight"])
+    features = FeaturePass(CPU, 16)
+    vrf = VRFEvaluator(settings, hand["pretrained"], SCALE, ToTensor(), features, ["patterns"])
+    probe = ProbeConfig(c_grid=(1.0,), max_iter=50, max_train_samples=max_train)
+    evaluation = MatrixEvaluation([ds], ToTensor(), probe, CPU, ["patterns"], features, vrf=vrf)
+    zs_head = CosineHead(hand["zs_weight"], scale=SCALE)
+    if stage0:
+        records = evaluation.evaluate(MultiTaskClassifier(hand["pretrained"], [zs_head]), 0)
+        kinds = {r["kind"] for r in records}
+        assert {"lp", "zs", "head"} <= kinds and not kinds & {"vrf", "ose"}  # none at stage 0
+        assert vrf.pretrained is None  # every task's zero-shot side is known: copy dropped
+    else:
+        assert vrf.pretrained is not None
+    records = evaluation.evaluate(MultiTaskClassifier(hand["current"], [hand["head"]]), 1)
+    assert vrf.pretrained is None
+    return {r["kind"]: r["accuracy"] for r in records}
+
+
+def independent(hand, settings, max_train=None):
+    """VRF and OSE by hand, float64 numpy and sklearn's NearestNeighbors; the temperatures from
+    calibrate_temperature (checked on its own above)."""
+    data, head = hand["data"], hand["head"]
+    idx, val = probe_split(len(data.train), max_train)
+    ytr, yte = np.asarray(data.train.targets)[idx], np.asarray(data.test.targets)
+    te = np.arange(len(yte))
+    w_ft, b_ft = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    zs_w = hand["zs_weight"].double().numpy()
+
+    def ft_logits(f):
+        return HEAD_SCALE * unit(f) @ w_ft.T + b_ft
+
+    def zs_logits(f):
+        return SCALE * unit(f) @ zs_w.T
+
+    ftr, fte = (
+        hand_features(hand["current"], data.train, idx),
+        hand_features(hand["current"], data.test, te),
+    )
+    ptr, pte = (
+        hand_features(hand["pretrained"], data.train, idx),
+        hand_features(hand["pretrained"], data.test, te),
+    )
+    ft_tr, zs_tr = ft_logits(ftr), zs_logits(ptr)
+    ft_ok, zs_ok = ft_tr.argmax(1) == ytr, zs_tr.argmax(1) == ytr
+    zsf = ft_ok & ~zs_ok & ~val
+    n_zsf, n_train = int(zsf.sum()), int((~val).sum())
+    k = min(n_zsf, max(1, round(1000 * n_zsf / n_train)))
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(unit(ftr[zsf])).kneighbors(unit(fte))
+    d = dist[:, -1] ** 2
+    w = 1 / (1 + np.exp((d - settings.a) / settings.b))
+    t_ft = calibrate_temperature(torch.tensor(ft_tr[val]), ft_ok[val].mean())
+    t_zs = calibrate_temperature(torch.tensor(zs_tr[val]), zs_ok[val].mean())
+    p_ft, p_zs = softmax(ft_logits(fte) / t_ft), softmax(zs_logits(pte) / t_zs)
+    vrf = w[:, None] * p_ft + (1 - w[:, None]) * p_zs
+    ose = settings.ose_weight * p_ft + (1 - settings.ose_weight) * p_zs
+    return dict(
+        vrf=100 * np.mean(vrf.argmax(1) == yte),
+        ose=100 * np.mean(ose.argmax(1) == yte),
+        head=100 * np.mean(ft_logits(fte).argmax(1) == yte),
+        zs_pretrained=100 * np.mean(zs_logits(pte).argmax(1) == yte),
+        n_zsf=n_zsf, k=k, w=w, n_train=n_train,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("a, b", [(1.5, 0.6), (0.16, 0.02)])
+def test_vrf_and_ose_records_equal_an_independent_computation(hand, a, b):
+    settings = VRFSettings(a, b, ose_weight=0.3)
+    expected = independent(hand, settings)
+    assert 0 < expected["n_zsf"] < expected["n_train"] and expected["k"] == expected["n_zsf"]
+    if a == 0.16:  # the weights really vary between test images
+        assert expected["w"].min() < 0.1 and expected["w"].max() > 0.9
+    got = evaluate(hand, settings, stage0=True)
+    assert got["head"] == pytest.approx(expected["head"])
+    assert got["vrf"] == pytest.approx(expected["vrf"]) and got["ose"] == pytest.approx(
+        expected["ose"]
+    )
+    assert evaluate(hand, settings, stage0=False) == got  # recomputed by the frozen copy
+
+
+def test_vrf_on_a_probe_subsample_uses_its_train_part(hand):
+    settings = VRFSettings(0.16, 0.02)
+    expected = independent(hand, settings, max_train=80)
+    assert expected["n_train"] < 80 and expected["n_zsf"] > 0
+    got = evaluate(hand, settings, stage0=False, max_train=80)
+    assert got["vrf"] == pytest.approx(expected["vrf"])
+    assert got["ose"] == pytest.approx(expected["ose"])
+
+
+def test_extreme_weights_give_the_head_and_the_pretrained_zero_shot_accuracy(hand):
+    expected = independent(hand, VRFSettings())
+    assert expected["head"] != expected["zs_pretrained"]
+    ft_side = evaluate(hand, VRFSettings(a=1e9, ose_weight=1.0), stage0=False)
+    assert ft_side["vrf"] == ft_side["ose"] == ft_side["head"] == pytest.approx(expected["head"])
+    zs_side = evaluate(hand, VRFSettings(a=-1e9, ose_weight=0.0), stage0=True)
+    assert zs_side["vrf"] == zs_side["ose"] == pytest.approx(expected["zs_pretrained"])
+
+
+def test_the_vrf_strategy_or_the_flag_asks_for_the_evaluator(tiny_encoder):
+    assert requested_settings([], False) is None
+    assert requested_settings([], True) == VRFSettings()
+    (plugin,) = resolve("vrf", {"a": 2.0})(_context(tiny_encoder))
+    assert plugin.evaluation_kinds == ("vrf", "ose") and plugin.state_dict() == {}
+    assert requested_settings([plugin], False) == VRFSettings(a=2.0)
+    assert STRATEGIES["vrf"].needs_text_tower and not STRATEGIES["ft"].needs_text_tower
+    assert {"vrf", "ose"} <= set(KINDS)
+
+
+def _context(encoder):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(encoder=encoder)
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_without_a_text_tower_vrf_is_skipped_by_all_and_refused_alone(capsys, tmp_path):
+    base = ["--sequence", "smoke", "--model", "resnet20-cifar", "--out", str(tmp_path)]
+    args = build_parser(list(STRATEGIES)).parse_args([*base, "--strategy", "all", "--seeds", "0",
+                                                      "1"])  # fmt: skip
+    _, cfgs = build_configs(args)
+    assert [c.strategy for c in cfgs] == [s for s in STRATEGIES if s != "vrf"] * 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["skipping vrf: it needs a model with a text tower (VRF ensembles each task's "
+                   "fine-tuned head with the pretrained zero-shot head) and resnet20-cifar has "
+                   "none"]  # fmt: skip
+    refusals = [(["--strategy", "vrf"], "error: strategy vrf needs a model with a text tower"),
+                (["--vrf"], "error: --vrf needs a model with a text tower")]  # fmt: skip
+    for extra, words in refusals:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(words), err
+        assert "resnet20-cifar has none" in err[0] and "--model ViT-B-32" in err[0]
+    assert not tmp_path.joinpath("smoke").exists()
+    flagged = build_parser(list(STRATEGIES)).parse_args(["--sequence", "smoke", "--vrf"])
+    assert build_configs(flagged)[1][0].vrf is True
+    assert build_configs(build_parser([]).parse_args([]))[1][0].vrf is False
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Smoke runs with one seed: ft, vrf (its stage 0 from the row-0 cache ft filled, so the
+    frozen copy computes the zero-shot side) and ft --vrf without the cache (stage 0's own
+    features give it)."""
+    out = tmp_path_factory.mktemp("vrf_smoke")
+    base = ["--sequence", "smoke", "--out", str(out), "--seed", "0"]
+    assert main([*base, "--strategy", "ft"]) == 0
+    assert main([*base, "--strategy", "vrf"]) == 0
+    flagged = tmp_path_factory.mktemp("vrf_flag")
+    assert main(["--sequence", "smoke", "--out", str(flagged), "--seed", "0", "--strategy", "ft",
+                 "--vrf", "--cache-dir", "none"]) == 0  # fmt: skip
+    runs = {"ft": out / "smoke/ft/seed0", "vrf": out / "smoke/vrf/seed0",
+            "ft_vrf": flagged / "smoke/ft/seed0"}  # fmt: skip
+    return out, {k: pd.read_csv(v / "records.csv") for k, v in runs.items()}, runs
+
+
+def test_smoke_vrf_records_and_lp_rows_equal_ft(smoke):
+    _, records, folders = smoke
+    vrf = records["vrf"]
+    tasks = ["synth_a", "synth_b", "synth_c"]
+    for kind in ("vrf", "ose"):
+        got = vrf[vrf.kind == kind]
+        expected = [(t, tasks[j]) for t in (1, 2, 3) for j in range(t)]  # tasks j <= t only
+        assert sorted(zip(got.stage, got.dataset, strict=True)) == expected
+        assert set(got.role) == {"task"} and got.accuracy.between(0, 100).all()
+    ft = records["ft"]
+    for kind in ("lp", "zs", "head"):  # VRF changes predictions, not features or training
+        a = ft[ft.kind == kind].set_index(["stage", "dataset"]).accuracy
+        b = vrf[vrf.kind == kind].set_index(["stage", "dataset"]).accuracy
+        pd.testing.assert_series_equal(a, b)
+    assert not set(ft.kind) & {"vrf", "ose"}
+    flagged = records["ft_vrf"].drop(columns="strategy")
+    pd.testing.assert_frame_equal(flagged, vrf.drop(columns="strategy"))  # --vrf = vrf strategy
+    config = json.loads((folders["ft_vrf"] / "config.json").read_text())
+    assert config["vrf"] is True and config["strategy"] == "ft"
+    config = json.loads((folders["vrf"] / "config.json").read_text())
+    assert config["vrf"] is False and config["strategy_config"] == {"a": 1.5, "b": 0.6,
+                                                                    "ose_weight": 0.5}  # fmt: skip
+    matrix = pd.read_csv(folders["vrf"] / "vrf_matrix.csv", index_col="stage")
+    assert list(matrix.index) == [1, 2, 3] and list(matrix.columns) == tasks
+    metrics = json.loads((folders["vrf"] / "metrics.json").read_text())
+    assert metrics["vrf"]["final_avg_acc"] == pytest.approx(matrix.loc[3].mean(), abs=1e-3)
+    assert "vrf" not in json.loads((folders["ft"] / "metrics.json").read_text())
+
+
+def test_report_shows_the_vrf_and_ose_figures(smoke):
+    out, _, _ = smoke
+    assert main(["report", str(out)]) == 0
+    report = out / "report"
+    for name in ("smoke/curves_vrf.png", "smoke/curves_ose.png",
+                 "smoke/vrf/seed0/vrf_heatmap.png", "smoke/vrf/seed0/ose_heatmap.png"):  # fmt: skip
+        assert (report / name).is_file(), name
+    assert not (report / "smoke/ft/seed0/vrf_heatmap.png").exists()
+    text = (report / "report.md").read_text()
+    assert "VRF accuracy over stages" in text and "vrf_heatmap.png" in text
