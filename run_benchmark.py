@@ -198,13 +198,15 @@ def grid_command(argv: list[str]) -> int:
     from benchmark.cli import build_grid_parser
     from benchmark.errors import CFBenchError
     from benchmark.grid import executors, spec
+    from strategies import STRATEGIES
 
     path = argv[0] if argv and not argv[0].startswith("-") else None
     args, run_options = build_grid_parser(with_file=False).parse_known_args(argv[bool(path) :])
     try:
         file = spec.load_grid_file(Path(path)) if path else None
-        grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds,
-                               spec.parse_values(args.grid), run_options)  # fmt: skip
+        values = spec.parse_values(args.grid)
+        grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds, values,
+                               run_options, list(STRATEGIES))  # fmt: skip
         cells = grid.cells()
         folders = check_cells(cells)
         print(f"grid: {len(cells)} runs ({args.executor})")
@@ -218,6 +220,10 @@ def grid_command(argv: list[str]) -> int:
                                         lambda c: index[id(c)] / "grid.log")  # fmt: skip
     except CFBenchError as error:
         return print_user_error(error, args.debug)
+    except KeyboardInterrupt:  # the cells' folders hold what is saved; finished ones are skipped
+        print("interrupted; run the same grid command to go on (finished cells are skipped, "
+              "the interrupted one resumes)", file=sys.stderr)  # fmt: skip
+        return 130
     print(executors.summary(cells, results))
     print(f"report: python run_benchmark.py report {folders[0].parents[2]}")
     return 0 if all(r["status"] != "failed" for r in results) else 1

@@ -174,3 +174,8 @@ def test_a_killed_ray_worker_is_retried_and_resumes(ray_local, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(folder / "records.csv"),
                                   _records(tmp_path / "ref", "ft", 0))  # fmt: skip
     assert not math.isnan(result["seconds"])
+
+
+def test_all_stands_for_every_registered_strategy():
+    grid = spec.build_grid(None, ["smoke"], ["all", "ft"], [0], {}, [], ["ft", "l2sp", "ldifs"])
+    assert grid.strategies == ("ft", "l2sp", "ldifs")  # in registry order, once each

@@ -114,6 +114,11 @@ def run_ray(cells: Sequence[Cell], worker: Worker, options: RayOptions, log_path
         ready, pending = ray.wait(pending, num_returns=1)
         try:
             result = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as error:  # a bug in the run, not a lost worker
+            cause = error.cause if error.cause is not None else error
+            first = (str(cause).strip().splitlines() or [""])[0]
+            crash = f"crashed: {type(cause).__name__}: {first} (run it alone with --debug)"
+            result = {"status": "failed", "seconds": float("nan"), "folder": None, "error": crash}
         except Exception as error:  # noqa: BLE001 - the worker died more often than retried
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             lost = f"worker lost after {options.max_retries} retries: {first}"

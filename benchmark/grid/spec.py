@@ -150,13 +150,15 @@ def options_argv(options: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def build_grid(
-    file: dict[str, Any] | None, sequences, strategies, seeds, values, extra
+    file: dict[str, Any] | None, sequences, strategies, seeds, values, extra, registered=()
 ) -> GridSpec:
     """The grid from a file's fields and the command line (the command line's axes replace the
-    file's; its run options come after the file's, so they win)."""
+    file's; its run options come after the file's, so they win). A strategy ``all`` stands for
+    every name in ``registered``."""
     file = file or {}
     seqs = tuple(sequences or file.get("sequences") or ())
-    strats = tuple(strategies or file.get("strategies") or ())
+    named = strategies or file.get("strategies") or ()
+    strats = tuple(dict.fromkeys(n for s in named for n in (registered if s == "all" else [s])))
     seed_list = tuple(int(s) for s in (seeds or file.get("seeds") or (0,)))
     if not seqs:
         raise CFBenchError("the grid has no sequence: give --sequence NAME ... or 'sequences:'")
