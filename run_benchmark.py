@@ -5,6 +5,8 @@ python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, d
 python run_benchmark.py --sequence smoke --seeds 0 1 2   # several seeds, one run folder each
 python run_benchmark.py report results              # figures and tables from saved runs
 python run_benchmark.py soup RUN_DIR... --mode greedy   # average finished runs' weights
+python run_benchmark.py select --sequence offline --strategy ldifs --grid lam=1,10,100
+                                                    # a weight chosen on validation
 """
 
 from __future__ import annotations
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         return soup_command(argv[1:])
     if argv[:1] == ["grid"]:
         return grid_command(argv[1:])
+    if argv[:1] == ["select"]:
+        from benchmark.grid.select import select_command
+
+        return select_command(argv[1:], execute_cells)
     from strategies import STRATEGIES
 
     args = build_parser(list(STRATEGIES)).parse_args(argv)
@@ -208,16 +214,7 @@ def grid_command(argv: list[str]) -> int:
         grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds, values,
                                run_options, list(STRATEGIES))  # fmt: skip
         cells = grid.cells()
-        folders = check_cells(cells)
-        print(f"grid: {len(cells)} runs ({args.executor})")
-        if args.executor == "local":
-            results = executors.run_local(cells, run_cell)
-        else:
-            options = executors.RayOptions(args.ray_address, args.gpus_per_run,
-                                           args.cpus_per_run, args.max_retries)  # fmt: skip
-            index = {id(c): folders[i] for i, c in enumerate(cells)}
-            results = executors.run_ray(cells, run_cell, options,
-                                        lambda c: index[id(c)] / "grid.log")  # fmt: skip
+        folders, results = execute_cells(cells, args)
     except CFBenchError as error:
         return print_user_error(error, args.debug)
     except KeyboardInterrupt:  # the cells' folders hold what is saved; finished ones are skipped
@@ -227,6 +224,21 @@ def grid_command(argv: list[str]) -> int:
     print(executors.summary(cells, results))
     print(f"report: python run_benchmark.py report {folders[0].parents[2]}")
     return 0 if all(r["status"] != "failed" for r in results) else 1
+
+
+def execute_cells(cells: list, args: argparse.Namespace) -> tuple[list[Path], list[dict]]:
+    """Check every cell, then run them on ``args.executor``; their folders and results."""
+    from benchmark.grid import executors
+
+    folders = check_cells(cells)
+    print(f"{len(cells)} runs ({args.executor})")
+    if args.executor == "local":
+        return folders, executors.run_local(cells, run_cell)
+    options = executors.RayOptions(args.ray_address, args.gpus_per_run, args.cpus_per_run,
+                                   args.max_retries)  # fmt: skip
+    index = {id(c): folders[i] for i, c in enumerate(cells)}
+    return folders, executors.run_ray(cells, run_cell, options,
+                                      lambda c: index[id(c)] / "grid.log")  # fmt: skip
 
 
 def check_cells(cells: list) -> list[Path]:

@@ -9,8 +9,11 @@ once, then
 - lp:   fits the linear probe (benchmark/probe/fit.py) and scores it on the test split;
 - zs:   scores the pretrained text tower's zero-shot head on the current encoder (CLIP only);
 - head: scores the task's own trained head (task-incremental; tasks only);
-- val:  the same head on the task's validation images (the probe's validation part of the train
-  split, never trained on): the score selection on validation uses, never a test accuracy;
+- lp_val: the probe chosen on validation (its sweep's fit at the best C, fitted on the probe's
+  train subset minus its validation images) scored on the dataset's whole validation split (the
+  subset's validation part plus the validation images the subset left out; every dataset; never
+  a test image, never fine-tuned on): the score ``run_benchmark.py select`` ranks by;
+- val:  the task head on the same validation images: selection's ``head`` score;
 - vrf, ose: with a ``vrf`` evaluator (benchmark/vrf/; the ``vrf`` strategy or ``--vrf``), the
   task head ensembled with the pretrained zero-shot model, from the same features (tasks already
   trained, stages >= 1).
@@ -31,11 +34,15 @@ from benchmark.config import ProbeConfig
 from benchmark.cost import timed
 from benchmark.phases import phase, smaller_eval_batch
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
-from benchmark.probe.fit import linear_probe, top1
-from benchmark.probe.splits import probe_split, subsample
+from benchmark.probe.fit import accuracy, linear_probe, top1
+from benchmark.probe.splits import probe_split, subsample, validation_rest
 from benchmark.row0_cache import Row0Cache, tensor_digest
 from benchmark.vrf.evaluator import DatasetFeatures, VRFEvaluator
 from tasks.base import TaskData, targets_of
+
+# The record kinds a dataset's evaluation computes without a VRF evaluator: part of the row-0
+# cache key, so that an entry computed before a kind existed is not reused without it.
+ROW0_KINDS = ("lp", "lp_val", "zs", "head", "val")
 
 
 @dataclass
@@ -110,7 +117,7 @@ class MatrixEvaluation:
 
     def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
         head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
-        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight), "kinds": "lp zs head val",
+        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight), "kinds": " ".join(ROW0_KINDS),
                  "head": tensor_digest(*(head.weight, head.bias, head.scale) if head else [None]),
                  "pipeline": "device" if self.features.pipeline else "pil",
                  "autocast": str(self.features.autocast),
@@ -135,15 +142,19 @@ class MatrixEvaluation:
         encoder = model.encoder
         n_train = len(ds.data.train)
         idx, val_mask = probe_split(n_train, self.probe.max_train_samples)
+        rest = validation_rest(n_train, idx, val_mask)  # the validation images idx left out
         test_idx = subsample(len(ds.data.test), self.probe.max_test_samples)
         features = extract_features(
             encoder,
             [Transformed(ds.data.train, self.transform, idx),
-             Transformed(ds.data.test, self.transform, test_idx)],
+             Transformed(ds.data.test, self.transform, test_idx),
+             Transformed(ds.data.train, self.transform, rest)],
             desc=f"features {ds.name}", **self.features.kwargs(),
         )  # fmt: skip
-        train_f, test_f = features[: len(idx)], features[len(idx) :]
-        train_y = torch.as_tensor(np.asarray(targets_of(ds.data.train))[idx], device=self.device)
+        n_idx, n_test = len(idx), len(test_idx)
+        train_f, test_f = features[:n_idx], features[n_idx : n_idx + n_test]
+        targets = np.asarray(targets_of(ds.data.train))
+        train_y = torch.as_tensor(targets[idx], device=self.device)
         test_y = torch.as_tensor(np.asarray(targets_of(ds.data.test))[test_idx], device=self.device)
         with timed(self.features.cost, "probe"):
             mask = torch.as_tensor(val_mask, device=self.device)
@@ -151,7 +162,12 @@ class MatrixEvaluation:
             result = linear_probe(train_f, train_y, mask, test_f, test_y, ds.data.num_classes,
                                   p.c_grid, p.max_iter, tol=p.tol)  # fmt: skip
         self._note_probe(stage, ds.name, result)
-        out = {"lp": result.accuracy}
+        # the whole validation split: the probe's validation part and the rest
+        val_f = torch.cat([train_f[mask], features[n_idx + n_test :]])
+        val_y = torch.cat([train_y[mask], torch.as_tensor(targets[rest], device=self.device)])
+        lp_val = accuracy(F.normalize(val_f.float(), dim=1), val_y, result.sweep_weight,
+                          result.sweep_bias)  # fmt: skip
+        out = {"lp": result.accuracy, "lp_val": lp_val}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T
             out["zs"] = top1(logits, test_y)
@@ -159,9 +175,9 @@ class MatrixEvaluation:
         if head is not None and bool(head.weight.any()):  # all-zero: LP-init head not fitted yet
             with torch.no_grad():
                 out["head"] = top1(head(test_f), test_y)
-                # the head on the task's validation images (held out from fine-tuning): what
-                # selection on validation ranks by (benchmark/report/selection.py)
-                out["val"] = top1(head(train_f[mask]), train_y[mask])
+                # the head on the task's validation images (held out from fine-tuning): the
+                # ``head`` score of selection on validation (benchmark/report/selection.py)
+                out["val"] = top1(head(val_f), val_y)
         if self.vrf is not None and "head" in out:
             found = DatasetFeatures(idx, mask, test_idx, train_f, train_y, test_f, test_y)
             out.update(self.vrf.evaluate(ds, stage, head, found))

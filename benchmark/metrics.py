@@ -70,6 +70,23 @@ def backward_transfer(r: np.ndarray, n_tasks: int) -> float:
     return _mean_or_nan([r[n_tasks, j] - r[j + 1, j] for j in range(n_tasks - 1)])
 
 
+def delta_lp_se(r: np.ndarray, n_tasks: int, n_test: np.ndarray) -> np.ndarray:
+    """Binomial standard error of R[T, j] - R[0, j] per column, R in percent, each accuracy an
+    estimate on ``n_test[j]`` test images: sqrt(p0 (1 - p0) / n + pT (1 - pT) / n). The two
+    accuracies are treated as independent; they share the test images, so this bounds the
+    paired error from above unless the two models' errors are anti-correlated."""
+    r = _check(r, n_tasks) / 100.0
+    n = np.asarray(n_test, dtype=float)
+    p0, pt = r[0], r[-1]
+    return 100.0 * np.sqrt(p0 * (1 - p0) / n + pt * (1 - pt) / n)
+
+
+def mean_se(se: np.ndarray) -> float:
+    """Standard error of the mean of independent estimates with standard errors ``se``."""
+    se = np.asarray(se, dtype=float)
+    return float(np.sqrt(np.sum(se**2)) / se.size) if se.size else float("nan")
+
+
 # MTIL metrics (ZSCL, Zheng et al., ICCV 2023, arXiv 2303.06628), on the zero-shot matrix over the
 # task columns only (controls are not part of MTIL), on rows 1..T: the pretrained row 0 is the
 # zero-shot baseline ZSCL reports separately.
@@ -152,6 +169,11 @@ BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 # The comparison table's columns, in order: every scalar metric.
 TABLE: tuple[Metric, ...] = tuple(m for m in METRICS if not m.per_dataset)
 DEFINITIONS: dict[str, str] = {m.key: m.definition for m in METRICS}
+SE_DEFINITIONS = {
+    "delta_lp_se": "binomial standard error of delta_lp per dataset: sqrt(p0 (1 - p0) / n + "
+    "pT (1 - pT) / n), n = the dataset's test images (metrics.json 'test_images')",
+    "delta_lp_controls_se": "standard error of delta_lp_controls: sqrt(sum_c se_c^2) / #controls",
+}
 HEADLINE: tuple[Metric, ...] = tuple(m for m in TABLE if m.headline)
 
 
@@ -160,8 +182,11 @@ def of_matrix(kind: str) -> tuple[Metric, ...]:
     return tuple(m for m in METRICS if m.matrix in ("any", kind))
 
 
-def summarize(r: np.ndarray, n_tasks: int, columns: list[str], kind: str = "lp") -> dict:
-    """Every metric of one matrix, as a JSON-ready dict (per-dataset ones by column name)."""
+def summarize(
+    r: np.ndarray, n_tasks: int, columns: list[str], kind: str = "lp", n_test=None
+) -> dict:
+    """Every metric of one matrix, as a JSON-ready dict (per-dataset ones by column name); with
+    the test-set sizes ``n_test`` (per column), also the binomial standard errors of delta-LP."""
     out = {}
     for m in of_matrix(kind):
         value = m.fn(r, n_tasks)
@@ -169,6 +194,10 @@ def summarize(r: np.ndarray, n_tasks: int, columns: list[str], kind: str = "lp")
             out[m.key] = {name: float(v) for name, v in zip(columns, value, strict=True)}
         else:
             out[m.key] = value
+    if n_test is not None:
+        se = delta_lp_se(r, n_tasks, n_test)
+        out["delta_lp_se"] = {name: float(v) for name, v in zip(columns, se, strict=True)}
+        out["delta_lp_controls_se"] = mean_se(se[n_tasks:])
     return out
 
 

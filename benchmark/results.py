@@ -89,6 +89,8 @@ class RunResults:
         self.identity = identity  # sequence, strategy, seed
         self.tasks, self.controls = list(tasks), list(controls)
         self.records: list[dict] = list(records or [])
+        # test images per dataset (the LP accuracies' sample sizes): standard errors of delta-LP
+        self.test_images: dict[str, int] = {}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             probe = self.folder / ".write-test"
@@ -139,12 +141,18 @@ class RunResults:
         frame = self.frame()
         out: dict[str, Any] = {"units": "accuracy in percent", "definitions": metrics.DEFINITIONS}
         last = len(self.tasks)
+        sizes = [self.test_images.get(c) for c in self.columns]
+        n_test = None if None in sizes else sizes
+        if n_test is not None:
+            out["definitions"] = {**metrics.DEFINITIONS, **metrics.SE_DEFINITIONS}
+            out["test_images"] = dict(zip(self.columns, sizes, strict=True))
         for kind in KINDS:
             m = matrix(frame, kind, self.columns)
             if m.empty or last not in m.index:
                 continue
             m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
-            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns), kind)
+            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns), kind,
+                                          n_test if kind == "lp" else None)  # fmt: skip
         if cost is not None:
             out["cost"] = cost
         write_json(self.folder / "metrics.json", out)
@@ -157,6 +165,14 @@ def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
     nan = float("nan")
-    values = "  ".join(f"{m.label} {summary.get(m.key, nan):.2f}" for m in metrics.HEADLINE)
+    se = summary.get("delta_lp_se")
+    if se:
+        deltas = summary.get("delta_lp", {})
+        log("ΔLP (± binomial SE): " + "  ".join(f"{name} {deltas[name]:+.1f} ± {se[name]:.1f}"
+                                                 for name in results.columns))  # fmt: skip
+    values = "  ".join(f"{m.label} {summary.get(m.key, nan):.2f}"
+                       + (f" ± {summary['delta_lp_controls_se']:.2f}"
+                          if m.key == "delta_lp_controls" and se else "")
+                       for m in metrics.HEADLINE)  # fmt: skip
     log(f"{values}  ({seconds:.1f} s)")
     log(f"run folder: {results.folder}")

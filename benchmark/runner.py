@@ -49,6 +49,7 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
     identity = {"sequence": sequence.name, "strategy": cfg.name, "seed": cfg.seed}
     results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
                          resume.records if resume else None)  # fmt: skip
+    results.test_images = dict(setup.config["test_images"])
     if resume is None:
         results.write_config(setup.config)
     else:  # a kill between a checkpoint and its results files left them a stage behind

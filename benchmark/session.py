@@ -22,12 +22,14 @@ from benchmark.model.heads import MultiTaskClassifier, build_heads, choose_head_
 from benchmark.model.lp_init import LPInitPlugin
 from benchmark.pipeline import TensorPipeline
 from benchmark.probe.features import FeaturePass
+from benchmark.probe.splits import subsample
 from benchmark.row0_cache import Row0Cache
 from benchmark.strategy_api import Resolved, StrategyContext
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer, default_workers, resolve_device
 from benchmark.vrf.evaluator import build_evaluator as build_vrf
 from tasks import SequenceSpec, TaskData
+from tasks.templates import template_records
 
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
 # change them. Everything else in config.json must match the checkpoint's run. ("sequence" is
@@ -35,7 +37,8 @@ from tasks import SequenceSpec, TaskData
 # "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
 # "source" only says where to look: the data itself is compared as config.json's "data".
 EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
-                  "sequence", "strategy_args", "cache", "run_name")  # fmt: skip
+                  "sequence", "strategy_args", "cache", "run_name", "selection",
+                  "test_images")  # fmt: skip
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("train", "compile"),
                          ("probe", "batch_size"))  # fmt: skip
 
@@ -81,9 +84,23 @@ def prepare(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log) -> 
               "initial_weights": weights_digest(encoder.module), "sequence_spec": {
         "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
         "epochs": dict(zip(sequence.tasks, epochs, strict=True))},
-        "data": {n: d.provenance for n, d in data.items()}}  # fmt: skip
+        "data": {n: d.provenance for n, d in data.items()},
+        # The prompt set of each zero-shot head (tasks/templates.py); None: no text tower.
+        "templates": template_records(data) if encoder.text is not None else None,
+        "selection": selected_args(sequence, cfg),
+        "test_images": {n: len(subsample(len(d.test), cfg.probe.max_test_samples))
+                        for n, d in data.items()}}  # fmt: skip
     return Setup(cfg, sequence, strategy, data, encoder, head_init, device, pipeline, epochs,
                  config)  # fmt: skip
+
+
+def selected_args(sequence: SequenceSpec, cfg: RunConfig) -> dict | None:
+    """How the run's strategy arguments were chosen on validation (tasks/selected.py), when the
+    run uses the selected values (not when ``--strategy-arg`` replaced one)."""
+    entry = sequence.selection.get(cfg.strategy)
+    if not entry or any(cfg.strategy_args.get(k) != v for k, v in entry["args"].items()):
+        return None
+    return dict(entry)
 
 
 @dataclass

@@ -2,11 +2,32 @@
 2017, arXiv:1612.00796; online form of Schwarz et al., "Progress & Compress", ICML 2018,
 arXiv:1805.06370, as Avalanche's ``EWCPlugin(mode="online")`` implements it:
 
-    loss = CE + lambda * sum_i F_i (theta_i - theta*_i)^2,   F <- decay * F + F_t after task t,
+    loss = CE + lam * sum_i F_i (theta_i - theta*_i)^2,   F <- decay * F + F_t after task t,
 
 theta* = the weights at the end of the previous task, F_t = mean over mini-batches of the squared
-gradient of the mini-batch CE on task t (all model parameters, the heads included). Online mode
-keeps one parameter copy and one importance copy; "separate" mode keeps one per task.
+gradient of the mini-batch-mean CE on task t (all model parameters, the heads included). Online
+mode keeps one parameter copy and one importance copy; "separate" mode keeps one per task.
+
+The importance pass (``after_training_exp``, model in eval mode, fp32) runs over the task's
+training split as the experience holds it (its train transform, in order, not shuffled), in
+batches of B = ``--batch-size``, the training batch (Avalanche passes ``strategy.train_mb_size``;
+with ``--micro-batch`` each batch's gradient is accumulated over micro-batches, so B is still the
+training batch). With g_n the gradient of sample n's CE and K batches of sizes B_k,
+
+    F_i = (1/K) sum_k ((1/B_k) sum_{n in k} g_n,i)^2
+        = (1/K) sum_k (1/B_k^2) [sum_n g_n,i^2 + sum_{n != m} g_n,i g_m,i].
+
+Where the per-sample gradients are roughly uncorrelated with mean ~0 (near a minimum of the
+task's loss) the cross terms average out and F ~= F^sample / B, F^sample_i = mean_n g_n,i^2 the
+per-sample empirical Fisher (labels from the data), when every batch holds B samples (a smaller
+last batch, of b, counts 1/b instead of 1/B). The usual convention (Kirkpatrick et al.) writes
+the penalty (lambda/2) sum_i F^sample_i (theta_i - theta*_i)^2, so
+
+    lambda_usual = 2 * lam / B,   lam = B * lambda_usual / 2,
+
+lambda_usual for a mean-CE task loss (no 1/2 in our penalty; the 1/B is Avalanche's Fisher). Away
+from a minimum the mean gradient adds (mean_n g_n,i)^2 to F, which does not shrink with B: the
+penalty is then stronger than the lambda_usual above.
 """
 
 from __future__ import annotations
@@ -28,10 +49,12 @@ from strategies.common import FROM_MODEL, check_weight, equals_model
 class Config:
     """decay = 1: the importances of all past tasks add up, which is the recursive Laplace
     approximation of the past tasks' losses (Huszar 2018, arXiv:1712.03847), anchored at the
-    latest weights. lam = None: half the training batch size. Avalanche's F is the squared
-    *mini-batch-mean* gradient, about 1/batch of the per-sample Fisher near a minimum, so
-    lam = batch / 2 makes the penalty that Laplace approximation (tasks of similar size) for the
-    mean-CE loss. It is a principled start, not a tuned value: sweep it (x10 steps) for a study."""
+    latest weights. lam = None: B / 2, half the training batch size. Avalanche's F is the squared
+    *mini-batch-mean* gradient, about F^sample / B near a minimum (module docstring), so
+    lam = B / 2 is lambda_usual = 2 lam / B = 1: the penalty (1/2) sum F^sample (theta - theta*)^2
+    is that Laplace approximation (tasks of similar size) for the mean-CE loss. It is a
+    principled start, not a tuned value: sweep it (x10 steps) for a study; a lam found at one
+    batch size B keeps its effect at another B' as lam * B' / B."""
 
     lam: float | None = None  # penalty weight (None: train batch size / 2)
     decay: float = 1.0  # decay of the accumulated importances, in [0, 1]

@@ -4,7 +4,8 @@ Every dataset lives under ``<data_root>/<task name>/``: torchvision's own layout
 Face copy in ``hf/`` (or the hub), or image folders. Splits are the published fixed ones wherever a
 source has them; the sizes ours have and the LDIFS paper's are in each TaskSpec and the README's
 Datasets table. Class names come from the data (or, where a source has none, from the list
-below), normalised so that every source gives the same name to the same label.
+below), normalised so that every source gives the same name to the same label. Prompt templates
+are the published sets that clip_benchmark ships (tasks/templates.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tasks.base import ConcatTargets, Splits, TargetsDataset, TaskSpec
 from tasks.sources import FolderSource, HFSource, TorchvisionSource, seeded_split
-from tasks.templates import DIGITS, EUROSAT_NAMES, GTSRB_CLASSES, TEMPLATES
+from tasks.templates import DIGITS, EUROSAT_NAMES, GTSRB_CLASSES, published
 
 
 def _spaces(names: list[str]) -> list[str]:
@@ -139,25 +140,25 @@ VISION_TASKS = {
                  sources=(HFSource("tanganke/stanford_cars"), _tv("cars", _cars, False),
                           FolderSource()),
                  splits=Splits(8144, 8041), paper=Splits(8144, 8041), store_size=224,
-                 templates=TEMPLATES["cars"], names=list,
+                 templates=published("cars"), names=list,
                  licence="research use (Stanford AI Lab); the original site is gone"),
         TaskSpec("cifar10", "CIFAR-10", epochs=10, num_classes=10,
                  sources=(_tv("cifar10", _cifar10),
                           HFSource("uoft-cs/cifar10", image="img"), FolderSource()),
                  splits=Splits(50000, 10000), paper=Splits(50000, 10000),
-                 templates=TEMPLATES["cifar10"], names=_spaces,
+                 templates=published("cifar10"), names=_spaces,
                  licence="no formal licence (research use)"),
         TaskSpec("cifar100", "CIFAR-100", epochs=10, num_classes=100,
                  sources=(_tv("cifar100", _cifar100), HFSource("tanganke/cifar100"),
                           FolderSource()),
                  splits=Splits(50000, 10000), paper=Splits(50000, 10000),
-                 templates=TEMPLATES["cifar100"], names=_cifar100_names,
+                 templates=published("cifar100"), names=_cifar100_names,
                  licence="no formal licence (research use)"),
         TaskSpec("dtd", "Describable Textures", epochs=76, num_classes=47,
                  sources=(_tv("dtd", _dtd), HFSource("tanganke/dtd"), FolderSource()),
                  splits=Splits(3760, 1880), paper=Splits(3760, 1880), store_size=224,
                  split_note="train+val / test of partition 1, as the task-vector code counts it",
-                 templates=TEMPLATES["dtd"], names=list,
+                 templates=published("dtd"), names=list,
                  licence="research use (VGG, Oxford)"),
         TaskSpec("eurosat", "EuroSAT (RGB)", epochs=12, num_classes=10,
                  sources=(HFSource("timm/eurosat-rgb", train=("train", "validation")),
@@ -166,36 +167,39 @@ VISION_TASKS = {
                  split_note="no published split has the paper's 19,600 training images; timm's "
                  "copy of the google-research split has its 5,400 test images (train = its "
                  "train + validation); the torchvision copy gets a seeded split of those sizes",
-                 templates=TEMPLATES["eurosat"], names=_eurosat_names, licence="MIT"),
+                 templates=published("eurosat"), names=_eurosat_names, licence="MIT"),
         TaskSpec("gtsrb", "GTSRB", epochs=11, num_classes=43,
                  sources=(_tv("gtsrb", _gtsrb), HFSource("tanganke/gtsrb"), FolderSource()),
                  splits=Splits(26640, 12630), paper=Splits(26640, 12630), store_size=224,
-                 templates=TEMPLATES["gtsrb"], names=_fixed(GTSRB_CLASSES),
+                 templates=published("gtsrb"), names=_fixed(GTSRB_CLASSES),
                  licence="research use (INI, Ruhr-Universitaet Bochum); not verified"),
         TaskSpec("mnist", "MNIST", epochs=10, num_classes=10,
                  sources=(_tv("mnist", _mnist), HFSource("ylecun/mnist"), FolderSource()),
                  splits=Splits(60000, 10000), paper=Splits(60000, 10000),
-                 templates=TEMPLATES["mnist"], names=_fixed(DIGITS), licence="CC BY-SA 3.0"),
+                 templates=published("mnist"), names=_fixed(DIGITS), licence="CC BY-SA 3.0"),
         TaskSpec("resisc45", "NWPU-RESISC45", epochs=15, num_classes=45,
                  sources=(HFSource("tanganke/resisc45"),
                           FolderSource("NWPU-RESISC45", holdout=(0.2, 0.6)), FolderSource()),
                  splits=Splits(18900, 6300), paper=Splits(18900, 6300),
                  split_note="the original NWPU-RESISC45 folder gets a seeded split of the same "
                  "sizes (60 % train, 20 % test, 20 % unused)",
-                 templates=TEMPLATES["resisc45"], names=_spaces,
+                 # clip_benchmark's 4 prompts: CLIP's 18 (the papers' code) are in no package.
+                 templates=published("resisc45"), names=_spaces,
                  licence="research use (NWPU); none stated on the copy"),
         TaskSpec("svhn", "SVHN", epochs=10, num_classes=10,
                  sources=(_tv("svhn", _svhn), HFSource("ufldl-stanford/svhn", "cropped_digits"),
                           FolderSource()),
                  splits=Splits(73257, 26032), paper=Splits(73257, 26032),
-                 templates=TEMPLATES["svhn"], names=_fixed(DIGITS), licence="non-commercial"),
+                 # CLIP published no SVHN set; the papers' code (task_vectors) gives SVHN the
+                 # MNIST one, not clip_benchmark's "svhn" (6 prompts of its own, for VTAB).
+                 templates=published("mnist"), names=_fixed(DIGITS), licence="non-commercial"),
         TaskSpec("imagenet", "ImageNet-1k", epochs=10, num_classes=1000,
                  sources=(FolderSource(".", test_dir="val"), _tv("imagenet", _imagenet, False),
                           HFSource("ILSVRC/imagenet-1k", test=("validation",),
                                    note=_IMAGENET_NOTE)),
                  splits=Splits(1281167, 50000), paper=Splits(1281167, 50000), store_size=224,
                  split_note="test = the official validation set",
-                 templates=TEMPLATES["imagenet"], names=_imagenet_names,
+                 templates=published("imagenet1k"), names=_imagenet_names,
                  licence="ImageNet terms of access (non-commercial research)"),
     )
 }  # fmt: skip

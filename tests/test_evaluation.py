@@ -17,7 +17,7 @@ from benchmark.config import ProbeConfig
 from benchmark.evaluation import EvalDataset, MatrixEvaluation, probe_split
 from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.probe.features import FeaturePass
-from benchmark.probe.splits import subsample, validation_split
+from benchmark.probe.splits import subsample, validation_rest, validation_split
 from tasks.base import TaskData
 from tasks.synthetic import TEMPLATES, ArrayImages, synthetic_task
 
@@ -176,6 +176,9 @@ def test_records_have_the_documented_keys_and_kinds(setup):
         ("colours", "task", "val"),  # the head on the validation images (a trained head only)
         ("patterns", "task", "lp"),  # no zero-shot weights, and its head is all zero
         ("control", "control", "lp"), ("control", "control", "zs"),  # a control has no head
+        # the probe chosen on validation, scored on the validation split: every dataset
+        ("colours", "task", "lp_val"), ("patterns", "task", "lp_val"),
+        ("control", "control", "lp_val"),
     ])  # fmt: skip
 
 
@@ -230,3 +233,38 @@ def test_new_api_later_stages(setup):
     before = {(r["dataset"], r["kind"]): r["accuracy"] for r in setup.records}
     after = {(r["dataset"], r["kind"]): r["accuracy"] for r in records}
     assert after == before
+
+
+def test_validation_rest_completes_the_fixed_split():
+    n = 200
+    _, val = validation_split(n)
+    idx, mask = probe_split(n, 50)
+    rest = validation_rest(n, idx, mask)
+    assert sorted(np.concatenate([idx[mask], rest]).tolist()) == sorted(val.tolist())
+    assert not set(rest) & set(idx)
+    # the fallback mask (not the fixed split) gets nothing added
+    fallback = np.zeros(len(idx), dtype=bool)
+    fallback[:3] = True
+    assert validation_rest(n, idx, fallback).size == 0
+
+
+def test_lp_val_is_the_validation_chosen_fit_on_the_whole_validation_split(setup):
+    """With a probe subset, lp_val = sklearn fitted on the subset minus its validation part at the
+    C that part picks, scored on every validation image of the train split."""
+    ds = setup.datasets[2]  # control: 60 train images, 6 of them the fixed validation split
+    probe = ProbeConfig(c_grid=(0.01, 1.0, 100.0), max_iter=500, max_train_samples=40)
+    evaluation = MatrixEvaluation([ds], ToTensor(), probe, CPU, [], FeaturePass(CPU, 16))
+    lp_val = by_kind(evaluation.evaluate(setup.model, 0), "control")["lp_val"]
+    x, y = hand_features(setup.model.encoder, ds.data.train)
+    x = unit(x)
+    idx, mask = probe_split(len(y), 40)
+    rest = validation_rest(len(y), idx, mask)
+    assert mask.any() and rest.size  # both parts are exercised
+    fit_x, fit_y = x[idx[~mask]], y[idx[~mask]]
+    with threadpool_limits(1):
+        fits = [LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(fit_x, fit_y)
+                for c in probe.c_grid]  # fmt: skip
+    scores = [f.score(x[idx[mask]], y[idx[mask]]) for f in fits]
+    chosen = fits[scores.index(max(scores))]
+    val = np.concatenate([idx[mask], rest])
+    assert lp_val == pytest.approx(100.0 * chosen.score(x[val], y[val]))

@@ -193,6 +193,8 @@ def test_arguments_are_coerced_to_the_field_types():
         ("replay", {"mem_size": 2.5}, "mem_size=2.5 is not int"),
         ("replay", {"mem_size": 0}, "mem_size must be >= 1"),
         ("wise_ft", {"alpha": 1.5}, "alpha must be in [0, 1]"),
+        ("wise_ft", {"heads": "yes"}, "heads='yes' is not bool"),
+        ("wise_ft", {"heads": 1}, "heads=1 is not bool"),
         ("lwf", {"temperature": 0}, "temperature must be > 0"),
         ("ft", {"lam": 1}, "valid fields: none"),
     ],
@@ -214,6 +216,7 @@ def test_settings_hold_every_hyper_parameter_defaults_included():
         "lam": 1.0, "anchor": "pretrained", "axis": "token", "reduction": "mean"}  # fmt: skip
     assert resolve("ldifs", {"lam": "1e1"}).settings == resolve("ldifs").settings
     assert resolve("ft").settings == {}
+    assert resolve("wise_ft").settings == {"alpha": 0.5, "heads": True}
     assert resolve("examples.my_strategy:build").settings == {"lam": 1e-5}
     assert resolve("examples.my_strategy:build", {"lam": 2}).settings == {"lam": 2.0}
 

@@ -13,9 +13,11 @@ from benchmark.results import RunResults, run_dir
 TASKS, CONTROLS = ["a", "b"], ["ctrl"]
 
 
-def write(out, name, seed, final_lp, val):
-    """A complete 2-task run whose last stage has LP ``final_lp`` (a, b, ctrl) and validation
-    accuracies ``val`` (a, b); earlier stages are flat 50."""
+def write(out, name, seed, final_lp, val, lp_val=None):
+    """A complete 2-task run whose last stage has LP ``final_lp`` (a, b, ctrl), LP validation
+    accuracies ``lp_val`` (a, b, ctrl; default: ``val`` and 50 on ctrl) and task-head
+    validation accuracies ``val`` (a, b); earlier stages are flat 50."""
+    lp_val = (*val, 50.0) if lp_val is None else lp_val
     folder = run_dir(out, "seq", name, seed)
     results = RunResults(folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS,
                          CONTROLS)  # fmt: skip
@@ -28,6 +30,8 @@ def write(out, name, seed, final_lp, val):
             role = "task" if dataset in TASKS else "control"
             base = {"stage": stage, "stage_task": task, "dataset": dataset, "role": role}
             records.append({**base, "kind": "lp", "accuracy": lp[j]})
+            if stage == 2:
+                records.append({**base, "kind": "lp_val", "accuracy": lp_val[j]})
             if dataset in TASKS and stage == 2:
                 records.append({**base, "kind": "val", "accuracy": val[j]})
         results.append(records)
@@ -79,3 +83,22 @@ def test_runs_without_validation_records_choose_nothing(tmp_path):
     write(tmp_path, "l2sp@alpha=2", 0, (60.0, 60.0, 50.0), (np.nan, np.nan))
     runs, _ = discover_runs(tmp_path)
     assert selection_table(runs, per_run_table(runs)).empty
+
+
+def test_the_three_scores_read_their_own_records(tmp_path):
+    # tasks: lp_val over a, b; all: lp_val over a, b, ctrl; head: val over a, b
+    write(tmp_path, "ewc@lam=1", 0, (60.0, 60.0, 50.0), (10.0, 20.0), (70.0, 80.0, 30.0))
+    (run,), _ = discover_runs(tmp_path)
+    assert validation_score(run) == pytest.approx(75.0)  # the default is "tasks"
+    assert validation_score(run, "all") == pytest.approx(60.0)
+    assert validation_score(run, "head") == pytest.approx(15.0)
+
+
+def test_the_score_decides_between_accuracy_and_retention(tmp_path):
+    # lam=1 is better on the tasks' validation, lam=100 on tasks and controls together
+    write(tmp_path, "ldifs@lam=1", 0, (60.0, 60.0, 50.0), (0.0, 0.0), (80.0, 80.0, 20.0))
+    write(tmp_path, "ldifs@lam=100", 0, (60.0, 60.0, 50.0), (0.0, 0.0), (76.0, 76.0, 40.0))
+    runs, _ = discover_runs(tmp_path)
+    per_run = per_run_table(runs)
+    assert selection_table(runs, per_run, "tasks").iloc[0]["chosen"] == "lam=1"
+    assert selection_table(runs, per_run, "all").iloc[0]["chosen"] == "lam=100"

@@ -42,6 +42,13 @@ def grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
     a("--grid", action="append", default=[], metavar="STRATEGY.KEY=V1,V2",
       help="values of one strategy argument, repeatable (e.g. ldifs.lam=1,10,100); a "
       "strategy's values multiply; the values are part of the run's name")  # fmt: skip
+    executor_options(p)
+    return p
+
+
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """Where the runs go (grid and select share them)."""
+    a = p.add_argument
     a("--executor", choices=("local", "ray"), default="local",
       help="local: one run after another in this process (default); ray: every run a Ray task "
       "(needs pip install \"cfbench[ray]\")")  # fmt: skip
@@ -50,15 +57,9 @@ def grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
     a("--gpus-per-run", type=float, default=1.0, metavar="G",
       help="GPUs one run asks for when the cluster has GPUs; fractional for small models "
       "(default: 1)")  # fmt: skip
-    a(
-        "--cpus-per-run",
-        type=float,
-        default=1.0,
-        metavar="C",
-        help="CPUs one run asks for when the cluster has no GPU (default: 1)",
-    )
+    a("--cpus-per-run", type=float, default=1.0, metavar="C",
+      help="CPUs one run asks for when the cluster has no GPU (default: 1)")  # fmt: skip
     a("--max-retries", type=int, default=2, metavar="N",
       help="times Ray reruns a cell whose worker died (killed, node lost); the rerun resumes "
       "from the cell's last checkpoint (default: 2); a run's own failure is not")  # fmt: skip
     a("--debug", action="store_true", help="show tracebacks for errors")
-    return p

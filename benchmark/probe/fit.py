@@ -49,6 +49,10 @@ class ProbeResult:
     c_at_edge: bool = False
     # Every fit (sweep and refit) met ``tol`` before ``max_iter``.
     converged: bool = True
+    # The sweep's fit at the best C (train minus val, never a validation image): what scores
+    # further validation images (benchmark/evaluation.py, record kind lp_val).
+    sweep_weight: torch.Tensor | None = None
+    sweep_bias: torch.Tensor | None = None
 
 
 class PathFit(NamedTuple):
@@ -192,4 +196,4 @@ def linear_probe(
     edge = len(path) > 1 and chosen.c in (path[0].c, path[-1].c)
     w, b = refit.weight, refit.bias
     return ProbeResult(accuracy(test_x, test_y, w, b), chosen.c, scores[best], w.cpu(), b.cpu(),
-                       edge, converged)  # fmt: skip
+                       edge, converged, chosen.weight, chosen.bias)  # fmt: skip

@@ -54,3 +54,14 @@ def probe_split(n: int, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
         _, val_pos = validation_split(len(idx))
         mask = np.isin(np.arange(len(idx)), val_pos)
     return idx, mask
+
+
+def validation_rest(n: int, idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The fixed validation images of a train split of ``n`` that the probe's subset ``idx``
+    left out: with them, the probe's validation part (``mask``) becomes the whole validation split
+    (a less noisy validation score). Empty when the mask is ``probe_split``'s fallback, whose
+    validation part is not the fixed split (the rest could be in the probe's fit part)."""
+    _, val_idx = validation_split(n)
+    if not np.array_equal(mask, np.isin(idx, val_idx)):
+        return np.array([], dtype=np.int64)
+    return np.setdiff1d(val_idx, idx)

@@ -37,6 +37,7 @@ from benchmark.report.aggregate import aggregate_seeds, least_forgetting
 from benchmark.report.cost import cost_section
 from benchmark.report.figures import run_figures, sequence_figures
 from benchmark.report.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
+from benchmark.report.seeds import seeds_section
 from benchmark.report.selection import selection_markdown, selection_table
 from benchmark.report.tables import (
     DECIMALS,
@@ -148,6 +149,9 @@ def _sequence_section(
         forgets_least_sentence(sequence, table[table["sequence"] == sequence]),
         "",
     ]
+    noise = seeds_section(seq_runs)
+    if noise:
+        lines += ["### Seeds and noise", "", noise]
     for name, path in sequence_figures(seq_runs, out, formats).items():
         caption = _FIGURE_CAPTIONS[name]
         lines += [f"### {caption}", "", f"![{caption}]({_relative(path, out)})", ""]

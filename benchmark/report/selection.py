@@ -2,10 +2,16 @@
 ``ldifs@lam=10``, ``ldifs@lam=100``), the value a paper's protocol would pick, by validation
 accuracy only, and the test metrics at that value.
 
-Validation score of a run = at the last stage, the mean over the sequence's tasks of the task
-head's accuracy on that task's validation images (records of kind ``val``: held out from
-fine-tuning, never the test split). A value's score is its mean over seeds; the highest wins
-(ties: the first in name order).
+Validation score of a run (``SCORES``; never a test split), at the last stage:
+
+- ``tasks`` (default): mean over the sequence's tasks of the linear probe's validation accuracy
+  (records of kind ``lp_val``: the probe's accuracy at its chosen C on the validation part of the
+  probe's train split, held out from fine-tuning): the validation counterpart of the final
+  average accuracy, i.e. the papers' "accuracy on the downstream validation set";
+- ``all``: the same mean over the tasks and the controls (trades accuracy for retention);
+- ``head``: mean over the tasks of the task head's accuracy on the validation images (``val``).
+
+A value's score is its mean over seeds; the highest wins (ties: the first in name order).
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ from benchmark.metrics import BY_KEY
 from benchmark.report.runs import Run
 from benchmark.report.tables import format_number
 
-VALIDATION_KIND = "val"
+# score name -> (record kind, whether the controls count, one-line definition)
+SCORES = {
+    "tasks": ("lp_val", False, "mean over tasks of the final-stage linear-probe accuracy on the "
+              "validation part of each task's train split"),
+    "all": ("lp_val", True, "mean over tasks and controls of the final-stage linear-probe "
+            "accuracy on the validation part of each dataset's train split"),
+    "head": ("val", False, "mean over tasks of the final-stage task-head accuracy on each "
+             "task's validation images"),
+}  # fmt: skip
+DEFAULT_SCORE = "tasks"
 
 
 def base_strategy(name: str) -> tuple[str, str]:
@@ -28,23 +43,32 @@ def base_strategy(name: str) -> tuple[str, str]:
     return strategy, value
 
 
-def validation_score(run: Run) -> float:
-    """Mean over tasks of the final stage's ``val`` accuracy; NaN when the run has none."""
-    m = run.matrix(VALIDATION_KIND)
+def validation_score(run: Run, score: str = DEFAULT_SCORE) -> float:
+    """The run's validation score (``SCORES``); NaN when the run lacks a value it needs."""
+    kind, with_controls, _ = SCORES[score]
+    m = run.matrix(kind)
     last = len(run.tasks)
     if last not in m.index:
         return float("nan")
-    values = m.loc[last].reindex(run.tasks).to_numpy(dtype=float)
+    columns = run.tasks + (run.controls if with_controls else [])
+    values = m.loc[last].reindex(columns).to_numpy(dtype=float)
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def selection_table(runs: Sequence[Run], per_run: pd.DataFrame) -> pd.DataFrame:
+def selection_table(
+    runs: Sequence[Run], per_run: pd.DataFrame, score: str = DEFAULT_SCORE
+) -> pd.DataFrame:
     """One row per (sequence, strategy) with two or more argument values: the value chosen by
     validation, its score, the values tried with theirs, and the chosen value's test metrics
     (means over its seeds, from ``per_run``: one row per complete run)."""
     scores = pd.DataFrame(
         [
-            {"sequence": r.sequence, "name": r.strategy, "seed": r.seed, "val": validation_score(r)}
+            {
+                "sequence": r.sequence,
+                "name": r.strategy,
+                "seed": r.seed,
+                "val": validation_score(r, score),
+            }
             for r in runs
             if r.complete
         ]  # fmt: skip
@@ -82,8 +106,8 @@ def selection_markdown(table: pd.DataFrame, keys: Sequence[str]) -> str:
                  *(format_number(row[k]) for k in keys)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     note = (
-        "Chosen = the argument value with the highest validation score (mean over seeds of the "
-        "final-stage task-head accuracy on the tasks' validation images, never the test "
-        "split); the metric columns are that value's test metrics, mean over its seeds."
+        f"Chosen = the argument value with the highest validation score, mean over seeds of the "
+        f"{SCORES[DEFAULT_SCORE][2]} (never the test split); the metric columns are that "
+        f"value's test metrics, mean over its seeds."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
