@@ -11,13 +11,17 @@ DESCRIPTION = (
     "cfbench command line: fine-tune an image encoder on a task sequence and measure what it "
     "forgets."
 )
-EPILOG = """sequences: smoke (synthetic, offline), 3tasks, 5tasks, 10tasks, or a .yaml file.
+EPILOG = """sequences: smoke (synthetic, offline), offline (real .npz images, ResNet-20, CPU), 3tasks,
+5tasks, 10tasks, or a .yaml file.
 Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
 protocol defaults (ViT-B-32/openai, AdamW lr 1e-5, wd 0.1, batch 128, 500 warm-up steps).
 A run saves a checkpoint after every task (OUT/<sequence>/<strategy>/seed<N>/checkpoints/): run the
 same command again after a crash, Ctrl-C or pre-emption and it resumes after the last finished task.
 Exit codes: 0 done, 2 bad input, missing data or a run that cannot continue (one line on stderr),
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM); both of the last two can be resumed."""
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); both of the last two can be resumed.
+Other commands (each has --help): report (figures and tables from saved runs), data (list,
+prepare, verify datasets), perf (speed and memory), soup (average finished runs), grid (many runs,
+locally or on Ray), select (a strategy weight chosen on validation)."""
 
 
 def build_parser(strategies: Sequence[str]) -> argparse.ArgumentParser:

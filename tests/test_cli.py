@@ -41,9 +41,9 @@ def test_smoke_run_writes_every_file(smoke_run):
         "kind",
         "accuracy",
     } <= set(records.columns)
-    # 4 stages x (3 tasks x {lp, zs, head, val} + 1 control x {lp, zs})
-    assert len(records) == 4 * (3 * 4 + 2)
-    assert set(records[records.dataset == "synth_control"].kind) == {"lp", "zs"}
+    # 4 stages x (3 tasks x {lp, lp_val, zs, head, val} + 1 control x {lp, lp_val, zs})
+    assert len(records) == 4 * (3 * 5 + 3)
+    assert set(records[records.dataset == "synth_control"].kind) == {"lp", "lp_val", "zs"}
     assert set(records[records.dataset == "synth_control"].role) == {"control"}
     assert records.accuracy.between(0, 100).all()
 
