@@ -35,39 +35,6 @@ def report_command(argv: list[str]) -> int:
         return print_user_error(error, args.debug)
 
 
-def data_command(argv: list[str]) -> int:
-    from benchmark.cli import build_data_parser
-
-    args = build_data_parser().parse_intermixed_args(argv)
-    from benchmark.config import default_data_root
-    from benchmark.errors import CFBenchError
-    from tasks import get_sequence, manage
-
-    try:
-        root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
-        if args.names and args.sequence:
-            raise CFBenchError("give dataset names or --sequence, not both")
-        names = args.names
-        if not names:
-            sequence = get_sequence(args.sequence or "5tasks")
-            names = [*sequence.tasks, *sequence.controls]
-        if args.action == "list":
-            print(manage.format_rows(manage.list_rows(names, root, args.source)))
-            return 0
-        if args.action == "prepare":
-            for name in names:
-                print(manage.prepare(name, root, args.source, args.force, args.workers))
-            return 0
-        problems = [line for name in names for line in manage.verify(name, root)]
-        for line in problems:
-            print(line, file=sys.stderr)
-        if not problems:
-            print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
-        return 2 if problems else 0
-    except CFBenchError as error:
-        return print_user_error(error, args.debug)
-
-
 def perf_command(argv: list[str]) -> int:
     from benchmark.cli import build_perf_parser
 
@@ -103,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["report"]:
         return report_command(argv[1:])
     if argv[:1] == ["data"]:
+        from benchmark.data_cli import data_command
+
         return data_command(argv[1:])
     if argv[:1] == ["perf"]:
         return perf_command(argv[1:])
@@ -143,6 +112,7 @@ def build_configs(args: argparse.Namespace) -> tuple:
     before anything trains."""
     from benchmark.config import build_run_config
     from benchmark.errors import CFBenchError
+    from benchmark.model.heads import lp_heads_for_all
     from benchmark.vrf.evaluator import skip_without_text_tower
     from strategies import STRATEGIES, resolve
     from tasks import get_sequence
@@ -170,6 +140,13 @@ def build_configs(args: argparse.Namespace) -> tuple:
             resolve(name, given)
             needs = getattr(STRATEGIES.get(name), "needs_text_tower", False)
             why = skip_without_text_tower(cfg, needs, args.strategy == "all")  # VRF; else raises
+            if (
+                args.strategy == "all"
+                and name == "lp_ft"
+                and lp_heads_for_all(cfg.head_init, cfg.model)
+            ):
+                why = "with LP-initialised heads for every strategy (--head-init lp, or no text "
+                why += "tower) it is exactly ft; run --strategy lp_ft to have it anyway"
             if why:
                 if seed == seeds[0]:
                     print(f"skipping {name}: {why}")

@@ -11,8 +11,8 @@ DESCRIPTION = (
     "cfbench command line: fine-tune an image encoder on a task sequence and measure what it "
     "forgets."
 )
-EPILOG = """sequences: smoke (synthetic, offline), offline (real .npz images, ResNet-20, CPU), 3tasks,
-5tasks, 10tasks, or a .yaml file.
+EPILOG = """sequences: smoke (synthetic, offline), offline (real .npz images, ResNet-20, CPU),
+3tasks, 5tasks, 10tasks, or a .yaml file.
 Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
 protocol defaults (ViT-B-32/openai, AdamW lr 1e-5, wd 0.1, batch 128, 500 warm-up steps).
 A run saves a checkpoint after every task (OUT/<sequence>/<strategy>/seed<N>/checkpoints/): run the

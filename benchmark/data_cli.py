@@ -1,9 +1,11 @@
-"""The options of ``run_benchmark.py data`` and their help (the program flow is in
-run_benchmark.py, the work in tasks/manage.py)."""
+"""``run_benchmark.py data``: its options, their help and its flow (the work is in
+tasks/manage.py)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def data_parser() -> argparse.ArgumentParser:
@@ -46,3 +48,35 @@ def data_parser() -> argparse.ArgumentParser:
     )
     a("--debug", action="store_true", help="show full tracebacks for errors")
     return p
+
+
+def data_command(argv: list[str]) -> int:
+    """``run_benchmark.py data list|prepare|verify``."""
+    args = data_parser().parse_intermixed_args(argv)
+    from benchmark.config import default_data_root
+    from benchmark.errors import CFBenchError, print_user_error
+    from tasks import get_sequence, manage
+
+    try:
+        root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+        if args.names and args.sequence:
+            raise CFBenchError("give dataset names or --sequence, not both")
+        names = args.names
+        if not names:
+            sequence = get_sequence(args.sequence or "5tasks")
+            names = [*sequence.tasks, *sequence.controls]
+        if args.action == "list":
+            print(manage.format_rows(manage.list_rows(names, root, args.source)))
+            return 0
+        if args.action == "prepare":
+            for name in names:
+                print(manage.prepare(name, root, args.source, args.force, args.workers))
+            return 0
+        problems = [line for name in names for line in manage.verify(name, root)]
+        for line in problems:
+            print(line, file=sys.stderr)
+        if not problems:
+            print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
+        return 2 if problems else 0
+    except CFBenchError as error:
+        return print_user_error(error, args.debug)

@@ -183,3 +183,21 @@ def test_written_files_follow_a_umask_set_after_import(tmp_path):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_strategy_all_skips_lp_ft_when_every_run_has_lp_heads(capsys):
+    """With --head-init lp (or no text tower) every strategy starts from LP heads, so lp_ft would
+    repeat ft exactly: --strategy all leaves it out and says so; naming it still runs it."""
+    from benchmark.cli import build_parser
+    from run_benchmark import build_configs
+    from strategies import STRATEGIES
+
+    parser = build_parser(list(STRATEGIES))
+    _, cfgs = build_configs(parser.parse_args(["--strategy", "all", "--head-init", "lp"]))
+    names = [c.strategy for c in cfgs]
+    assert "lp_ft" not in names and "ft" in names
+    assert "skipping lp_ft: with LP-initialised heads" in capsys.readouterr().out
+    _, cfgs = build_configs(parser.parse_args(["--strategy", "all"]))  # smoke: zero-shot heads
+    assert "lp_ft" in [c.strategy for c in cfgs]
+    _, (cfg,) = build_configs(parser.parse_args(["--strategy", "lp_ft", "--head-init", "lp"]))
+    assert cfg.strategy == "lp_ft"

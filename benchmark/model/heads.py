@@ -98,6 +98,14 @@ def choose_head_init(head_init: str | None, encoder: Encoder, model_name: str) -
     return head_init
 
 
+def lp_heads_for_all(head_init: str | None, model_name: str) -> bool:
+    """Every strategy's heads start from a linear probe (``--head-init lp``, or no text tower:
+    the runner adds LP-init to every run), so lp_ft adds nothing to ft."""
+    from benchmark.model.encoder import has_text_tower
+
+    return head_init == "lp" or (head_init is None and not has_text_tower(model_name))
+
+
 def build_heads(encoder: Encoder, tasks: Sequence, head_init: str) -> list[CosineHead]:
     """Zero-shot heads from the text tower, or all-zero heads that LPInitPlugin fits per task."""
     if head_init == "zs":
