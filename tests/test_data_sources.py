@@ -354,7 +354,9 @@ def test_the_readme_datasets_table_matches_the_registry():
 
     text = (ROOT / "README.md").read_text()
     rows = {}
-    for line in text[text.index("## Datasets") :].splitlines():
+    section = text[text.index("## Datasets") :]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| `") and len(cells) == 5:
             rows[cells[0].strip("`")] = cells

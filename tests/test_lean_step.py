@@ -20,6 +20,7 @@ from benchmark.loss_watch import LossWatch
 from benchmark.model.encoder import build_encoder
 from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.pipeline import DeviceBatches, TensorPipeline
+from benchmark.probe.splits import probe_split, validation_rest
 from benchmark.rng import seed_everything
 from benchmark.strategy_api import StrategyContext
 from benchmark.streams import build_stream, training_split
@@ -194,7 +195,10 @@ def test_a_runs_cost_counts_what_it_trained_and_encoded(tmp_path):
     tasks = [load_task(n, root, False) for n in sequence.tasks]
     datasets = [load_task(n, root, False) for n in [*sequence.tasks, *sequence.controls]]
     trained = sum(len(training_split(t, None)) for t in tasks)  # one epoch each
-    per_stage = sum(min(100, len(d.train)) + min(40, len(d.test)) for d in datasets)
+    # the probe's subsets, plus the validation images its train subset left out (lp_val, val)
+    per_stage = sum(min(100, len(d.train)) + min(40, len(d.test))
+                    + len(validation_rest(len(d.train), *probe_split(len(d.train), 100)))
+                    for d in datasets)  # fmt: skip
     stages = len(tasks) + 1
     assert cost["images_trained"] == trained and cost["reference_forwards"] == trained
     assert cost["images_encoded"] == stages * per_stage

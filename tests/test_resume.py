@@ -63,8 +63,9 @@ def assert_prefix_of_reference(folder: Path, reference: dict[str, bytes], tmp_pa
     ref_path = tmp_path / "ref_records.csv"
     ref_path.write_bytes(reference["records.csv"])
     full = pd.read_csv(ref_path)
-    # whole stages of 14 records: 3 tasks x {lp, zs, head, val} + 1 control x {lp, zs}
-    assert len(partial) > 0 and len(partial) % 14 == 0
+    # whole stages of 18 records: 3 tasks x {lp, lp_val, zs, head, val} + 1 control x
+    # {lp, lp_val, zs}
+    assert len(partial) > 0 and len(partial) % 18 == 0
     pd.testing.assert_frame_equal(partial, full.iloc[: len(partial)])
 
 

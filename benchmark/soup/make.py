@@ -90,6 +90,7 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
             shutil.rmtree(folder)
         identity = {"sequence": sequence.name, "strategy": name, "seed": seed}
         results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
+        results.test_images = dict(setup.config.get("test_images") or {})
         selection = (greedy, selection_cost)
         soup = _soup_config(setup.config, opts.mode, out, name, seed, ingredients, kept,
                             selection, [0, *stages], lacking is None)  # fmt: skip
