@@ -7,10 +7,7 @@ import argparse
 import functools
 from collections.abc import Sequence
 
-DESCRIPTION = (
-    "cfbench command line: fine-tune an image encoder on a task sequence and measure what it "
-    "forgets."
-)
+DESCRIPTION = "cfbench: fine-tune an image encoder on a task sequence and measure what it forgets."
 EPILOG = """sequences: smoke (synthetic, offline), offline (real .npz images, ResNet-20, CPU),
 3tasks, 5tasks, 10tasks, or a .yaml file.
 Settings not given here come from the sequence (smoke uses a tiny random ViT) and then from the
