@@ -118,7 +118,7 @@ class MatrixEvaluation:
     def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
         head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
         extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight), "kinds": " ".join(ROW0_KINDS),
-                 "head": tensor_digest(*(head.weight, head.bias, head.scale) if head else [None]),
+                 "head": tensor_digest(*(head.weight, head.bias) if head else [None]),
                  "pipeline": "device" if self.features.pipeline else "pil",
                  "autocast": str(self.features.autocast),
                  "transform": repr(self.transform)}  # fmt: skip

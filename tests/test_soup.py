@@ -56,7 +56,7 @@ def test_state_dicts_that_cannot_be_averaged_are_refused():
     assert info.value.index == 2
     with pytest.raises(StateMismatch, match="shape|\\(3,\\)"):
         average_state_dicts([a, {**a, "w": torch.zeros(3)}])
-    # zero-shot heads (scale = CLIP's logit scale) and LP-initialised ones (scale 1)
+    # legacy state dicts (heads with a separate scale): zero-shot heads and LP-initialised ones
     with pytest.raises(StateMismatch, match="heads.0.scale differs"):
         average_state_dicts([a, {**a, "heads.0.scale": torch.tensor(1.0)}])
     with pytest.raises(ValueError):
@@ -216,7 +216,13 @@ def _other_sequence(folder: Path) -> None:
 
 
 def _lp_heads(folder: Path) -> None:
-    """Heads of scale 1 (LP-initialised) in the final checkpoint, its index made to match."""
+    """A run whose heads were LP-initialised (config.json, as ``--head-init lp`` records it)."""
+    _edit_json(folder / "config.json", head_init="lp")
+
+
+def _legacy_heads(folder: Path) -> None:
+    """A final checkpoint written before the logit scale was folded into the head weights (a
+    ``scale`` entry beside each head's W), its index made to match."""
     index = json.loads((folder / "checkpoint.json").read_text())
     path = folder / index["file"]
     state = torch.load(path, weights_only=True)
@@ -235,7 +241,8 @@ BAD = {
     "unfinished": (lambda f: _edit_json(f / "checkpoint.json", stage=2), "is not finished"),
     "missing-checkpoint": (lambda f: (f / "checkpoints/stage03.pt").unlink(), "cannot be read"),
     "no-checkpoint-index": (lambda f: (f / "checkpoint.json").unlink(), "no readable"),
-    "heads-of-another-kind": (_lp_heads, "cannot be averaged"),
+    "heads-of-another-kind": (_lp_heads, "are LP-initialised, those of"),
+    "heads-of-an-earlier-version": (_legacy_heads, "written by an earlier cfbench"),
 }
 
 

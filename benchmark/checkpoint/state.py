@@ -130,6 +130,9 @@ def restore(ckpt: Checkpoint, model: nn.Module, plugins: list, trainer, where: s
                 "state was not saved; rerun with --fresh (or give the plugin "
                 "state_dict/load_state_dict)"
             )
+        from benchmark.model.heads import check_resumable_heads
+
+        check_resumable_heads(ckpt.model, where)  # heads from before the logit scale's fold
         try:
             model.load_state_dict(ckpt.model)
             for plugin, entry in zip(plugins, ckpt.plugins, strict=True):

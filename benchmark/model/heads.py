@@ -4,7 +4,8 @@ task. Heads start zero-shot (text tower) or LP-initialised (benchmark/model/lp_i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,22 +17,60 @@ from benchmark.model.encoder import Encoder
 
 
 class CosineHead(nn.Module):
-    """logits = scale * W @ normalize(f) + b.
+    """logits = W @ normalize(f) + b, with CLIP's temperature inside the trained weight W.
 
-    Zero-shot init: W = text class weights, b = 0, scale = CLIP's logit_scale.exp().
-    LP init: W and b from the probe fitted on normalised features, scale = 1.
+    Zero-shot init: W = logit_scale.exp() * (text class weights), b = 0. LP init: W and b from the
+    probe fitted on normalised features (``scale`` 1). The head the papers' code builds and
+    trains: wise-ft's ClassificationHead (src/models/zeroshot.py multiplies the zero-shot
+    weights by ``logit_scale.exp()`` before they become the Linear's weight) and the LDIFS
+    authors' (model/heads.py, the same rule; trained with the encoder by default). AdamW's steps
+    and weight decay therefore act on scale * W, not on W with the scale outside the parameter
+    (which moved zero-shot logits ~100 times as far per step on ViT-B/32).
+
+    ``scale`` multiplies ``weight`` once, at construction. A state dict written before the scale
+    was folded in (a ``scale`` buffer beside W) loads as the same function: W <- scale * W.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: float = 1.0):
         super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone().float())
+        self.weight = nn.Parameter(weight.detach().float() * float(scale))
         b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone().float()
         self.bias = nn.Parameter(b)
-        self.register_buffer("scale", torch.tensor(float(scale)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         f = F.normalize(features, dim=-1)
-        return self.scale * F.linear(f, self.weight.to(f.dtype)) + self.bias.to(f.dtype)
+        return F.linear(f, self.weight.to(f.dtype)) + self.bias.to(f.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        legacy = state_dict.pop(prefix + "scale", None)  # load_state_dict passes a copy
+        if legacy is not None and prefix + "weight" in state_dict:
+            state_dict[prefix + "weight"] = state_dict[prefix + "weight"] * legacy
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def legacy_head_scales(state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The ``heads.<t>.scale`` entries of a model state dict written before CLIP's logit scale
+    was folded into the head weights (cfbench's earlier CosineHead), by key."""
+    return {k: float(v) for k, v in state.items() if LEGACY_SCALE.match(k)}
+
+
+LEGACY_SCALE = re.compile(r"^heads\.[^.]+\.scale$")
+
+
+def check_resumable_heads(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse to resume a run whose heads were trained with the scale outside their weight.
+
+    Heads of scale 1 (LP-initialised) trained exactly as they do now, so they load (as the same
+    function); zero-shot heads (scale = CLIP's logit scale) took ~scale times larger steps, and a
+    run continued from them would mix two training rules."""
+    scaled = {k: v for k, v in legacy_head_scales(state).items() if v != 1.0}
+    if scaled:
+        key, value = next(iter(scaled.items()))
+        raise CFBenchError(
+            f"{where} was written by an earlier cfbench whose zero-shot heads kept CLIP's logit "
+            f"scale outside the trained weight ({key} = {value:g}), so its heads trained ~{value:g}"
+            "x faster than the papers' code and this version; rerun with --fresh to start over"
+        )
 
 
 class MultiTaskClassifier(MultiTaskModule):

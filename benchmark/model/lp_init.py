@@ -3,7 +3,7 @@ encoder's L2-normalised features of the task's train split (eval transform; C sw
 validation split, as the LP evaluation does):
 
     (W, b) = argmin mean_i CE(W normalize(f(x_i)) + b, y_i) + ||W||^2 / (2 C n),
-    head(x) = 1 * W normalize(f(x)) + b          (scale 1)
+    head(x) = W normalize(f(x)) + b          (no temperature: the probe's own scale)
 
 LP-FT (strategies/lp_ft.py) does it before every task; a run whose encoder has no text tower
 (``--head-init lp``) does it for every strategy, so the runner adds ``LPInitPlugin`` itself.
@@ -48,11 +48,10 @@ def fit_probe_head(
 
 
 @torch.no_grad()
-def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor, scale: float = 1.0):
+def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor):
     """Overwrite a CosineHead in place (the optimiser keeps the same Parameter objects)."""
     head.weight.copy_(weight)
     head.bias.copy_(bias)
-    head.scale.fill_(scale)
 
 
 def lp_init_head(model: nn.Module, task: int, data: TaskData, transform, probe: ProbeConfig,
@@ -60,7 +59,7 @@ def lp_init_head(model: nn.Module, task: int, data: TaskData, transform, probe: 
     """LP-initialise ``model.heads[str(task)]`` from ``model.encoder`` (reusable: encoders without
     a text tower need LP-initialised heads)."""
     weight, bias = fit_probe_head(model.encoder, data, transform, probe, features)
-    set_head(model.heads[str(task)], weight, bias, scale=1.0)
+    set_head(model.heads[str(task)], weight, bias)
 
 
 class LPInitPlugin(SupervisedPlugin):

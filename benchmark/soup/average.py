@@ -20,7 +20,8 @@ HEAD_SCALE = re.compile(r"^heads\.[^.]+\.scale$")
 
 
 def is_head_scale(key: str) -> bool:
-    """A task head's temperature (CosineHead.scale): equal across ingredients or no soup."""
+    """A task head's separate temperature, in state dicts written before CosineHead folded it
+    into its weight: equal across ingredients or no soup (current heads have none)."""
     return bool(HEAD_SCALE.match(key))
 
 

@@ -99,15 +99,39 @@ def read_ingredients(folders: Sequence[Path]) -> list[Ingredient]:
 
 def _check_heads(first: Ingredient, other: Ingredient, scales: Mapping[str, torch.Tensor],
                  final: Mapping[str, torch.Tensor]) -> None:  # fmt: skip
-    """The task heads' scales (CosineHead temperature) must agree, or W cannot be averaged."""
+    """Task heads of one kind: the same initialisation (zero-shot or LP), and for state dicts
+    written before the logit scale was folded into the head weights, the same form."""
+    kind, other_kind = head_kind(first.config), head_kind(other.config)
+    if kind != other_kind:
+        raise CFBenchError(
+            f"the task heads of {other.folder} are {HEAD_KINDS[other_kind]}, those of "
+            f"{first.folder} {HEAD_KINDS[kind]} (e.g. ft and lp_ft), which cannot be averaged; "
+            f"leave {other.folder} out of the soup"
+        )
+    legacy = {k for k in final if is_head_scale(k)}
+    if legacy != set(scales):
+        old = other.folder if legacy else first.folder
+        raise CFBenchError(
+            f"{old} was written by an earlier cfbench (heads with a separate logit scale, which "
+            f"trained ~100x faster) and cannot be averaged with runs of this version; leave "
+            f"{other.folder} out of the soup, or rerun {old} with --fresh"
+        )
     for key, ref in scales.items():
-        if key in final and not torch.equal(final[key], ref):
+        if not torch.equal(final[key], ref):
             raise CFBenchError(
                 f"the task heads of {other.folder} have scale {_short(final[key])} ({key}), "
-                f"those of {first.folder} {_short(ref)}: one has zero-shot heads, the other "
-                "LP-initialised ones (e.g. ft and lp_ft), which cannot be averaged; leave "
+                f"those of {first.folder} {_short(ref)}, which cannot be averaged; leave "
                 f"{other.folder} out of the soup"
             )
+
+
+HEAD_KINDS = {"zs": "zero-shot", "lp": "LP-initialised"}
+
+
+def head_kind(config: Mapping[str, Any]) -> str:
+    """How a run's task heads started, from its config.json: ``lp`` under ``--head-init lp`` (or
+    no text tower) or for ``lp_ft``, else ``zs``."""
+    return "lp" if config.get("head_init") == "lp" or config.get("strategy") == "lp_ft" else "zs"
 
 
 def _read_one(folder: Path) -> Ingredient:
