@@ -1,36 +1,45 @@
 """LoRA: Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang & Chen, "LoRA: Low-Rank Adaptation of Large
-Language Models", ICLR 2022, arXiv:2106.09685, through the ``peft`` library (``LoraModel``).
+Language Models", ICLR 2022, arXiv:2106.09685. Linear and Conv2d layers through the ``peft``
+library (``LoraModel``); ``nn.MultiheadAttention`` through this module's own low-rank
+parametrization (``LowRankUpdate``), because peft's attention layer computes another function.
 
-For every targeted layer with frozen weight W0, a task trains only the low-rank update
+For every targeted weight W0 (frozen), a task trains only the low-rank update
 
     W = W0 + (alpha / r) B A,    A: r x in (Kaiming-uniform), B: out x r (zeros),
 
-so each task starts exactly at the current encoder (B = 0). The heads train as in FT; every other
-encoder weight is frozen (requires_grad False, so it has no gradient, and AdamW skips it,
-weight decay included). After each task the update is merged into W0 (``merge_and_unload``): the
-evaluation, the checkpoint, a resume and the next task see a plain encoder with the parameter
-names it was built with, and the next task gets a fresh adapter on the merged weights. Shuttleworth
-et al. (arXiv:2410.21228) find that LoRA adds new high-ranking singular directions ("intruder
-dimensions") that carry its forgetting, and that they accumulate when tasks are learnt in
-sequence, which is the setting the per-task merge reproduces.
+so each task starts exactly at the current encoder (B = 0). This is the function the training
+forward computes, the one whose gradient reaches A and B, and the weight the merge writes (tested
+layer by layer against W0 + (alpha / r) B A computed by hand from the adapter's A and B, and the
+gradient against autograd on that hand-written function). A conv layer's A is a k x k conv to r
+channels and its B a 1 x 1 conv back, so B A is the out x (in k k) product reshaped to W0's shape.
+The heads train as in FT; every other encoder weight is frozen (requires_grad False, so it has no
+gradient, and AdamW skips it, weight decay included). After each task the update is merged into
+W0: the evaluation, the checkpoint, a resume and the next task see a plain encoder with the
+parameter names it was built with, and the next task gets a fresh adapter on the merged weights.
+Shuttleworth et al. (arXiv:2410.21228) find that LoRA adds new high-ranking singular directions
+("intruder dimensions") that carry its forgetting, and that they accumulate when tasks are learnt
+in sequence, which is the setting the per-task merge reproduces.
 
 Targets (``target_modules``, comma-separated layer names matched as peft matches them, or
 ``auto``): for an open_clip ViT, ``attn,c_fc,c_proj``: every block's attention and both MLP
 layers. The attention is an ``nn.MultiheadAttention``: its q, k, v projections are one fused
 ``in_proj_weight`` parameter, and its ``out_proj`` is a Linear that the attention never calls
 (it reads ``out_proj.weight`` directly), so a LoRA layer on ``out_proj`` alone would train nothing;
-that target is refused. ``attn`` uses peft's MultiheadAttention layer instead, which adapts the
-fused in_proj (one rank-r update of the stacked [Wq; Wk; Wv], A shared by q, k and v) and the
-out_proj together, merging them into the weights for each forward. Its unmerge after the forward
-computes (W0 + dW) - dW, which is W0 only up to rounding; a forward hook puts the exact W0 back, so
-the frozen attention weights stay bit for bit what they were. For the CIFAR ResNets (and any
-encoder that is not a ViT) ``auto`` adapts every Conv2d and Linear: the 19 3x3 convolutions of a
-ResNet-20 (A is a 3x3 conv to r channels, B a 1x1 conv back). At rank 8 that is 1,179,648 adapter
-parameters on ViT-B/32 (1.3 % of its 87.8 M) and 50,648 on the ResNet-20 (19 % of its 269 k: its
-16- to 64-channel layers are narrow); config.json ``strategy_details`` records the counts.
+that target is refused. ``attn`` adapts both weights the attention reads: the fused in_proj, as
+one rank-r update of the stacked [Wq; Wk; Wv] (A: r x D shared by q, k and v; B: 3D x r), and
+out_proj (A: r x D, B: D x r), each a ``torch.nn.utils.parametrize`` parametrization
+W0 + (alpha / r) B A of the frozen weight. The attention's own forward runs on those weights, so
+W0 is never written during the task, and the merge writes W0 + (alpha / r) B A into the same
+parameter. (peft's ``MultiheadAttention`` layer, 0.15 to at least 0.21.2, adds out_proj's delta
+twice in the forward and in the merge, W0 + 2 (alpha / r) B A, while B's gradient is that of the
+single update: huggingface/peft PR 3774; hence this path.) For the CIFAR ResNets (and any encoder
+that is not a ViT) ``auto`` adapts every Conv2d and Linear: the 19 3x3 convolutions of a
+ResNet-20. At rank 8 that is 1,179,648 adapter parameters on ViT-B/32 (1.3 % of its 87.8 M) and
+50,648 on the ResNet-20 (19 % of its 269 k: its 16- to 64-channel layers are narrow); config.json
+``strategy_details`` records the counts.
 
-``dropout`` acts on the Linear and conv adapters' inputs; peft's attention layer merges its
-adapters into the weights for the forward, so dropout does not reach them.
+``dropout`` acts on the Linear and conv adapters' inputs (peft computes W0 x + (alpha / r)
+B A dropout(x) there); the attention's update is a weight, so dropout does not reach it.
 
 Defaults: rank 8 and alpha 16 (scaling 2) are the official RoBERTa-base GLUE scripts'
 (microsoft/LoRA examples/NLU: --lora_r 8 --lora_alpha 16); dropout 0 is peft's default. Those
@@ -42,13 +51,13 @@ heads').
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
+from torch.nn.utils import parametrize
 
 from benchmark.errors import CFBenchError
 from benchmark.rng import preserve_rng
@@ -62,7 +71,7 @@ class Config:
 
     rank: int = 8  # r, the rank of the update B A
     alpha: float = 16.0  # the update is scaled by alpha / rank
-    dropout: float = 0.0  # dropout on the adapter's input (training only)
+    dropout: float = 0.0  # dropout on the adapter's input (training only; Linear and conv layers)
     target_modules: str = "auto"  # comma-separated layer names, or auto (per architecture)
 
     def __post_init__(self):
@@ -83,15 +92,33 @@ class Config:
         return [k.strip() for k in self.target_modules.split(",")]
 
 
-def _exact_base(frozen: tuple, module: nn.Module, args, output) -> None:
-    """Forward hook of peft's MultiheadAttention layer: its unmerge left (W0 + dW) - dW in the
-    frozen weights; put the exact W0 back (same storage as before the adapter was added)."""
-    for owner, name, data in frozen:
-        getattr(owner, name).data = data
+class LowRankUpdate(nn.Module):
+    """The parametrization W0 -> W0 + scaling B A of a frozen out x in weight W0, with A: r x in
+    (Kaiming-uniform with a = sqrt(5), as peft and nn.Linear draw it: U(-1/sqrt(in), 1/sqrt(in)))
+    and B: out x r (zeros). The attention's adapters (see the module docstring)."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, scaling: float):
+        super().__init__()
+        out_features, in_features = weight.shape
+        self.scaling = scaling
+        self.lora_A = nn.Parameter(weight.new_empty(rank, in_features))
+        self.lora_B = nn.Parameter(weight.new_zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.scaling * (self.lora_B @ self.lora_A)
+
+
+def attention_weights(attention: nn.MultiheadAttention) -> list[tuple[nn.Module, str]]:
+    """(module, parameter name) of the two weights an nn.MultiheadAttention reads: the fused
+    in_proj (3D x D) and out_proj's (D x D)."""
+    if not attention._qkv_same_embed_dim:
+        raise CFBenchError("LoRA needs an nn.MultiheadAttention with a fused in_proj_weight")
+    return [(attention, "in_proj_weight"), (attention.out_proj, "weight")]
 
 
 class LoRAPlugin(SupervisedPlugin):
-    """A fresh peft LoRA adapter on ``targets`` of the encoder for every task, merged after it."""
+    """A fresh LoRA adapter on ``targets`` of the encoder for every task, merged after it."""
 
     def __init__(self, encoder: nn.Module, heads: nn.Module, targets: list[str], config: Config,
                  device: torch.device):  # fmt: skip
@@ -100,8 +127,9 @@ class LoRAPlugin(SupervisedPlugin):
         self.encoder_params = sum(p.numel() for p in encoder.parameters())
         self.adapter_params = lora_count(encoder, targets, config.rank)
         self.head_params = sum(p.numel() for p in heads.parameters())
-        self.tuner = None  # peft's LoraModel while a task trains
-        self._hooks: list = []
+        self.active = False  # an adapter is in the encoder (a task trains)
+        self.tuner = None  # peft's LoraModel for the Linear and conv targets while a task trains
+        self._parametrized: list[tuple[nn.Module, str]] = []  # the attention weights
         self._flags: dict[str, bool] = {}
         self._order: dict[str, list[str]] = {}
 
@@ -120,7 +148,7 @@ class LoRAPlugin(SupervisedPlugin):
         self.inject()
         # Avalanche built this task's optimiser (from model.parameters()) before the plugins'
         # before_training_exp: rebuild it so that it holds the new adapter, and drop what the
-        # model no longer has (the previous task's adapter, replaced attention weights).
+        # model no longer has (the previous task's adapter, the renamed frozen weights).
         strategy.make_optimizer(remove_params=True)
 
     def after_training_exp(self, strategy, **kwargs):
@@ -129,48 +157,58 @@ class LoRAPlugin(SupervisedPlugin):
     def inject(self) -> None:
         """Freeze the encoder and add a fresh adapter (B = 0: the encoder's outputs are unchanged).
         Its random A is drawn without moving the training RNG, so the data order is FT's."""
-        from peft import LoraConfig, LoraModel  # imports transformers: only when LoRA runs
-        from peft.tuners.lora.layer import MultiheadAttention as LoraAttention
-
-        if self.tuner is not None:
+        if self.active:
             raise CFBenchError("LoRA: the previous task's adapter was not merged")
         self._flags = {n: p.requires_grad for n, p in self.encoder.named_parameters()}
         self._order = {n: list(m._parameters) for n, m in self.encoder.named_modules()}
         cfg = self.config
-        peft_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                                 target_modules=list(self.targets))  # fmt: skip
+        mha = nn.MultiheadAttention
+        attentions = [t for t in self.targets if isinstance(self.encoder.get_submodule(t), mha)]
+        layers = [t for t in self.targets if t not in attentions]
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
         with preserve_rng(self.device):
-            self.tuner = LoraModel(self.encoder, peft_config, "default")
-        for module in self.encoder.modules():
-            if isinstance(module, LoraAttention):
-                base = module.get_base_layer()
-                out = base.out_proj.get_base_layer()
-                frozen = ((base, "in_proj_weight", base.in_proj_weight.detach()),
-                          (out, "weight", out.weight.detach()))  # fmt: skip
-                hook = module.register_forward_hook(functools.partial(_exact_base, frozen))
-                self._hooks.append(hook)
+            if layers:
+                from peft import LoraConfig, LoraModel  # imports transformers: only when needed
+
+                config = LoraConfig(
+                    r=cfg.rank,
+                    lora_alpha=cfg.alpha,
+                    lora_dropout=cfg.dropout,
+                    target_modules=layers,
+                )
+                self.tuner = LoraModel(self.encoder, config, "default")
+            for target in attentions:
+                for module, name in attention_weights(self.encoder.get_submodule(target)):
+                    update = LowRankUpdate(getattr(module, name), cfg.rank, cfg.alpha / cfg.rank)
+                    parametrize.register_parametrization(module, name, update)
+                    self._parametrized.append((module, name))
+        self.active = True
 
     @torch.no_grad()
     def merge(self) -> None:
         """W0 += (alpha / r) B A for every adapted layer, then remove the adapters: the encoder
         has its original modules, parameter names and order, and requires_grad flags again."""
-        if self.tuner is None:
+        if not self.active:
             return
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
-        self.tuner.merge_and_unload()
-        self.tuner = None
-        self.encoder.__dict__.pop("peft_config", None)  # older peft (0.17) leaves it behind
+        for module, name in self._parametrized:
+            # writes the parametrized value W0 + (alpha / r) B A into W0's parameter
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        self._parametrized = []
+        if self.tuner is not None:
+            self.tuner.merge_and_unload()
+            self.tuner = None
+            self.encoder.__dict__.pop("peft_config", None)  # older peft (0.17) leaves it behind
         for name, module in self.encoder.named_modules():
             order = self._order.get(name)
             if order is not None and list(module._parameters) != order:
-                # peft re-registers the attention's weights, which moves them last
+                # a removed parametrization re-registers its weight, which moves it last
                 params = dict(module._parameters)
                 module._parameters.clear()
                 module._parameters.update((k, params[k]) for k in order)
         for name, p in self.encoder.named_parameters():
             p.requires_grad_(self._flags[name])
+        self.active = False
 
     def state_dict(self) -> dict:
         """Empty: checkpoints are taken between tasks, where the adapter is merged into the

@@ -1,7 +1,8 @@
 """Which encoder parameters the parameter-efficient strategies train, and how many (pure functions
 of a module's structure; ``lora.py`` and ``bitfit.py`` only decide when to apply them).
 
-LoRA adds, per targeted layer, the factors peft creates (``peft.tuners.lora.layer``):
+LoRA adds, per targeted layer, the factors A and B (peft's ``peft.tuners.lora.layer`` for Linear
+and Conv2d; ``strategies.lora.LowRankUpdate`` for the attention's two weights):
 
     nn.Linear(in, out)               A: r x in, B: out x r          -> r (in + out)
     nn.Conv2d(in, out, k_h x k_w)    A: Conv2d(in, r, k_h x k_w),
@@ -84,8 +85,8 @@ def lora_targets(module: nn.Module, keys: Sequence[str] | None = None) -> list[s
     """Qualified names of the layers of ``module`` that the target ``keys`` name, matched as peft
     matches a list: the whole name, or its last dot-separated parts (``c_fc`` matches
     ``transformer.resblocks.0.mlp.c_fc``). ``keys=None``: the default for the architecture: for
-    an open_clip ViT the blocks' attention (``attn``: peft's nn.MultiheadAttention layer, which
-    adapts the fused in_proj and the out_proj) and MLP (``c_fc``, ``c_proj``); for any other
+    an open_clip ViT the blocks' attention (``attn``: a low-rank update of the fused in_proj and
+    one of the out_proj, see strategies/lora.py) and MLP (``c_fc``, ``c_proj``); for any other
     encoder (the CIFAR ResNets, open_clip's ModifiedResNet) every Linear, Conv2d and
     MultiheadAttention layer. Raises ValueError for a key that matches nothing
     LoRA can adapt, and for the ``out_proj`` inside an nn.MultiheadAttention: the attention reads
@@ -107,7 +108,7 @@ def lora_targets(module: nn.Module, keys: Sequence[str] | None = None) -> list[s
                 raise ValueError(
                     f"'{key}' is the out_proj of an nn.MultiheadAttention, whose forward never "
                     f"calls it (a LoRA layer there would train nothing); target the attention "
-                    f"'{parent.rsplit('.', 1)[-1]}' instead (peft adapts its fused in_proj and "
+                    f"'{parent.rsplit('.', 1)[-1]}' instead (LoRA adapts its fused in_proj and "
                     "out_proj together)"
                 )
             raise ValueError(
@@ -119,7 +120,7 @@ def lora_targets(module: nn.Module, keys: Sequence[str] | None = None) -> list[s
 
 
 def lora_layer_count(layer: nn.Module, rank: int) -> int:
-    """Adapter scalars peft adds to one layer at rank ``rank`` (see the module docstring)."""
+    """Adapter scalars LoRA adds to one layer at rank ``rank`` (see the module docstring)."""
     if isinstance(layer, nn.MultiheadAttention):
         if not layer._qkv_same_embed_dim:
             raise ValueError("LoRA needs an nn.MultiheadAttention with a fused in_proj_weight")
