@@ -34,11 +34,15 @@ def _eurosat_names(raw: list[str]) -> list[str]:
     return [EUROSAT_NAMES.get(n, n) for n in raw]
 
 
-def _imagenet_names(raw: list[str]) -> list[str]:
+def _clip_imagenet_names() -> list[str]:
     # CLIP's ImageNet class names (shipped by open_clip), in WordNet-id order like every source.
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     return list(IMAGENET_CLASSNAMES)
+
+
+def _imagenet_names(raw: list[str]) -> list[str]:
+    return _clip_imagenet_names()
 
 
 def _samples_targets(dataset) -> TargetsDataset:
@@ -62,7 +66,13 @@ def _cifar100(p: Path, d: bool):
 
 def _mnist(p: Path, d: bool):
     from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import extract_archive
 
+    # torchvision reads the idx files decompressed; gzipped ones (as published) are unpacked.
+    raw = p / "MNIST" / "raw"
+    for packed, _ in MNIST.resources:
+        if (raw / packed).is_file() and not (raw / packed.removesuffix(".gz")).is_file():
+            extract_archive(str(raw / packed), str(raw))
     return MNIST(p, train=True, download=d), MNIST(p, train=False, download=d), DIGITS
 
 
@@ -114,12 +124,15 @@ def _imagenet(p: Path, d: bool):
 _TV_HINTS = {
     "cifar10": "fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into {path}",
     "cifar100": "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into {path}",
-    "mnist": "fetch the four MNIST idx files into {path}/MNIST/raw",
+    "mnist": "fetch the four MNIST idx files (train-images-idx3-ubyte.gz, "
+    "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; "
+    "gzipped or not) into {path}/MNIST/raw",
     "svhn": "fetch train_32x32.mat and test_32x32.mat (ufldl.stanford.edu/housenumbers) to {path}",
     "gtsrb": "fetch the GTSRB training and final test archives into {path}/gtsrb",
     "dtd": "fetch dtd-r1.0.1.tar.gz (robots.ox.ac.uk/~vgg/data/dtd) into {path}/dtd",
     "eurosat": "fetch EuroSAT.zip (RGB) so that {path}/eurosat/2750/<class>/ exist",
-    "cars": "put a mirror's cars_train/, cars_test/, devkit/ under {path}/stanford_cars",
+    "cars": "put a mirror's cars_train/, cars_test/, devkit/ (cars_meta.mat, "
+    "cars_train_annos.mat) and cars_test_annos_withlabels.mat under {path}/stanford_cars",
     "imagenet": "put ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and the devkit in {path}",
 }
 
@@ -129,8 +142,8 @@ def _tv(name: str, make, downloadable: bool = True) -> TorchvisionSource:
 
 
 _IMAGENET_NOTE = (
-    "ILSVRC/imagenet-1k is gated: accept its terms on huggingface.co and log in with "
-    "'huggingface-cli login' first"
+    "timm/imagenet-1k-wds is gated: accept the ImageNet terms on its huggingface.co page and "
+    "log in with 'hf auth login' first"
 )
 
 VISION_TASKS = {
@@ -169,12 +182,14 @@ VISION_TASKS = {
                  "train + validation); the torchvision copy gets a seeded split of those sizes",
                  templates=published("eurosat"), names=_eurosat_names, licence="MIT"),
         TaskSpec("gtsrb", "GTSRB", epochs=11, num_classes=43,
-                 sources=(_tv("gtsrb", _gtsrb), HFSource("tanganke/gtsrb"), FolderSource()),
+                 sources=(_tv("gtsrb", _gtsrb),
+                          HFSource("tanganke/gtsrb", names=tuple(GTSRB_CLASSES)), FolderSource()),
                  splits=Splits(26640, 12630), paper=Splits(26640, 12630), store_size=224,
                  templates=published("gtsrb"), names=_fixed(GTSRB_CLASSES),
                  licence="research use (INI, Ruhr-Universitaet Bochum); not verified"),
         TaskSpec("mnist", "MNIST", epochs=10, num_classes=10,
-                 sources=(_tv("mnist", _mnist), HFSource("ylecun/mnist"), FolderSource()),
+                 sources=(_tv("mnist", _mnist), HFSource("ylecun/mnist", names=tuple(DIGITS)),
+                          FolderSource()),
                  splits=Splits(60000, 10000), paper=Splits(60000, 10000),
                  templates=published("mnist"), names=_fixed(DIGITS), licence="CC BY-SA 3.0"),
         TaskSpec("resisc45", "NWPU-RESISC45", epochs=15, num_classes=45,
@@ -187,7 +202,8 @@ VISION_TASKS = {
                  templates=published("resisc45"), names=_spaces,
                  licence="research use (NWPU); none stated on the copy"),
         TaskSpec("svhn", "SVHN", epochs=10, num_classes=10,
-                 sources=(_tv("svhn", _svhn), HFSource("ufldl-stanford/svhn", "cropped_digits"),
+                 sources=(_tv("svhn", _svhn), HFSource("ufldl-stanford/svhn", "cropped_digits",
+                                                   names=tuple(DIGITS)),
                           FolderSource()),
                  splits=Splits(73257, 26032), paper=Splits(73257, 26032),
                  # CLIP published no SVHN set; the papers' code (task_vectors) gives SVHN the
@@ -195,7 +211,9 @@ VISION_TASKS = {
                  templates=published("mnist"), names=_fixed(DIGITS), licence="non-commercial"),
         TaskSpec("imagenet", "ImageNet-1k", epochs=10, num_classes=1000,
                  sources=(FolderSource(".", test_dir="val"), _tv("imagenet", _imagenet, False),
-                          HFSource("ILSVRC/imagenet-1k", test=("validation",),
+                          # WebDataset shards (jpg, cls): cls is the index in WordNet-id order.
+                          HFSource("timm/imagenet-1k-wds", test=("validation",), image="jpg",
+                                   label="cls", names=_clip_imagenet_names,
                                    note=_IMAGENET_NOTE)),
                  splits=Splits(1281167, 50000), paper=Splits(1281167, 50000), store_size=224,
                  split_note="test = the official validation set",

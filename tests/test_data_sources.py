@@ -9,7 +9,12 @@ import struct
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from datasets import DatasetInfo
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
 from benchmark.errors import CFBenchError, DatasetMissingError
@@ -36,22 +41,41 @@ def key(img: Image.Image) -> tuple:
 
 
 def hf_copy(folder, splits: dict[str, list[tuple[int, int]]], names, image_col="image",
-            label_col="label", size=8, mode="RGB"):  # fmt: skip
-    """A Hugging Face copy as the hub stores it: data/<split>-00000-of-00001.parquet, with the
-    Image and ClassLabel features embedded in the parquet metadata."""
+            label_col="label", size=8, mode="RGB", card=True, embedded=None, shards=1):  # fmt: skip
+    """A Hugging Face copy as the hub stores it: data/<split>-0000i-of-0000n.parquet, with the
+    Image and ClassLabel features embedded in the parquet metadata (``embedded`` names there if
+    given, ``False``: no Hugging Face metadata at all), and the card (README.md with
+    ``dataset_info`` and ``configs``) written by the code ``push_to_hub`` uses."""
     features = datasets.Features(
         {image_col: datasets.Image(), label_col: datasets.ClassLabel(names=list(names))}
     )
+    in_files = datasets.Features(
+        {image_col: datasets.Image(), label_col: datasets.ClassLabel(names=list(embedded or names))}
+    )
+    (folder / "data").mkdir(parents=True, exist_ok=True)
     for split, items in splits.items():
         ds = datasets.Dataset.from_dict(
             {
                 image_col: [image(i, size).convert(mode) for i, _ in items],
                 label_col: [y for _, y in items],
             },
-            features=features,
+            features=in_files,
         )
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        for k in range(shards):
+            part = ds.shard(shards, k, contiguous=True)
+            file = folder / "data" / f"{split}-{k:05d}-of-{shards:05d}.parquet"
+            if embedded is False:  # e.g. written by pandas: no features in the metadata
+                table = part.flatten_indices().data.table.replace_schema_metadata(None)
+                pq.write_table(table, file)
+            else:
+                part.to_parquet(str(file))
+    if card:
+        data = DatasetCardData()
+        DatasetInfosDict({"default": DatasetInfo(features=features)}).to_dataset_card_data(data)
+        MetadataConfigs(
+            {"default": {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}}
+        ).to_dataset_card_data(data)
+        DatasetCard(f"---\n{data}\n---\n").save(folder / "README.md")
 
 
 def image_folder(folder, items: list[tuple[int, int]], names):
