@@ -104,7 +104,8 @@ def eval_rate(bench: Bench, images: np.ndarray, batch_size: int) -> dict:
 
 
 def classifier(bench: Bench, num_classes: int) -> MultiTaskClassifier:
-    """The trained module of a run, with one head of random unit rows (as zero-shot heads are)."""
+    """The trained module of a run, with one head of random unit rows times CLIP's logit scale
+    (as zero-shot heads are)."""
     weight = F.normalize(torch.randn(num_classes, bench.encoder.embed_dim), dim=1)
     scale = bench.encoder.text.logit_scale if bench.encoder.text is not None else 1.0
     return MultiTaskClassifier(bench.encoder.module, [CosineHead(weight, scale=scale)]).to(
