@@ -75,13 +75,18 @@ def prepare(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log) -> 
     device = resolve_device(cfg.device)
     data = load_data(list(sequence.tasks) + list(sequence.controls), cfg, log)
     encoder = build_encoder(cfg.model, cfg.pretrained, cfg.data_root)
+    if encoder.activation is not None:
+        log(f"{cfg.model}: {encoder.activation.describe()}")
     head_init = choose_head_init(cfg.head_init, encoder, cfg.model)
     pipeline = choose_pipeline(cfg, encoder, data)
     epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
     config = {**cfg.to_dict(), "strategy_config": strategy.settings, "head_init": head_init,
               "pipeline": "device" if pipeline else "pil",
               "precision_used": "bf16" if autocast_dtype(cfg.train.precision, device) else "fp32",
-              "initial_weights": weights_digest(encoder.module), "sequence_spec": {
+              "initial_weights": weights_digest(encoder.module),
+              # The towers' activation (encoder.Activation); the digest above cannot see it.
+              "quick_gelu": bool(encoder.activation and encoder.activation.quick_gelu),
+              "sequence_spec": {
         "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
         "epochs": dict(zip(sequence.tasks, epochs, strict=True))},
         "data": {n: d.provenance for n, d in data.items()},

@@ -38,7 +38,8 @@ FOLDER = "checkpoints"
 KEEP = ("last", "all")
 # Settings added after format 1 was fixed, with the value that reproduces what runs did before
 # them: a checkpoint without the key resumes when the run keeps that value (config.json keys).
-ADDED_SETTINGS = {"vrf": False, "templates": None}  # templates None: no text tower
+# templates None: no text tower; quick_gelu False: cfbench built GELU towers before it chose
+ADDED_SETTINGS = {"vrf": False, "templates": None, "quick_gelu": False}
 
 
 def weights_digest(module: nn.Module) -> str:

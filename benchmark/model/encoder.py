@@ -7,8 +7,12 @@ text tower is kept in a separate frozen ``TextTower`` used to build zero-shot he
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +57,25 @@ class TextTower:
         return self
 
 
+@dataclass(frozen=True)
+class Activation:
+    """The MLP activation of a CLIP model's towers and how it was decided.
+
+    OpenAI's CLIP (and open_clip's laion400m and metaclip weights) were trained with QuickGELU,
+    x * sigmoid(1.702 x); open_clip's plain model names (``ViT-B-32``) build standard GELU.
+    """
+
+    quick_gelu: bool
+    why: str  # for the run's log line
+
+    @property
+    def name(self) -> str:
+        return "QuickGELU" if self.quick_gelu else "GELU"
+
+    def describe(self) -> str:
+        return f"activation {self.name} ({self.why})"
+
+
 @dataclass
 class Encoder:
     """An image encoder and everything the benchmark needs to know about it.
@@ -67,6 +90,7 @@ class Encoder:
     eval_transform: Callable
     taps: list[nn.Module] = field(default_factory=list)
     text: TextTower | None = None
+    activation: Activation | None = None  # None: no CLIP towers (the CIFAR ResNets)
 
 
 def image_size(encoder: Encoder) -> tuple[int, int]:
@@ -103,11 +127,127 @@ def _register_configs() -> None:
         open_clip.add_model_config(MODEL_CONFIGS)
 
 
+OPENAI_SHA256 = re.compile(r"/([0-9a-f]{64})/[^/]+$")  # OpenAI's URLs: .../<sha256>/<file>
+
+
+def openai_releases() -> dict[str, tuple[str, str, bool]]:
+    """SHA-256 -> (model, tag, quick_gelu) of the files OpenAI released, from open_clip's
+    pretrained registry (OpenAI's download URLs name each file's SHA-256)."""
+    import open_clip
+
+    releases = {}
+    for model, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(model, tag)
+        found = OPENAI_SHA256.search(cfg.get("url", ""))
+        if found and "openaipublic" in cfg["url"]:
+            releases.setdefault(found.group(1), (model, tag, bool(cfg.get("quick_gelu", False))))
+    return releases
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def torchscript_code(path: Path) -> str | None:
+    """The TorchScript source an archive holds (its ``code/`` files); None: not TorchScript."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if not any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names):
+            return None  # a torch.save zip, not TorchScript
+        code = [n for n in names if "/code/" in f"/{n}" and n.endswith(".py")]
+        return "\n".join(archive.read(n).decode("utf-8", "replace") for n in code)
+
+
+def checkpoint_activation(path: Path) -> Activation | None:
+    """The activation a checkpoint file was trained with, when the file says: one of OpenAI's
+    releases (recognised by SHA-256), or a TorchScript archive, whose code names its modules
+    (OpenAI's own format). A state-dict file does not say: None."""
+    release = openai_releases().get(file_sha256(path))
+    if release is not None:
+        model, tag, quick = release
+        return Activation(quick, f"{path.name} is OpenAI's {model} release, open_clip tag '{tag}'")
+    code = torchscript_code(path)
+    if code is None:
+        return None
+    if re.search(r"\bclass QuickGELU\b", code):
+        return Activation(True, f"the TorchScript archive {path.name} has QuickGELU modules")
+    if re.search(r"\bclass GELU\b|\bgelu\(", code):
+        return Activation(False, f"the TorchScript archive {path.name} uses GELU")
+    return None
+
+
+def quickgelu_name(name: str) -> str | None:
+    """open_clip's QuickGELU variant of model ``name`` (``ViT-B-32-quickgelu``), if it has one."""
+    import open_clip
+
+    quick = f"{name.removesuffix('-quickgelu')}-quickgelu"
+    return quick if quick in open_clip.list_models() else None
+
+
+def choose_activation(name: str, pretrained: str | None) -> Activation:
+    """QuickGELU or GELU for open_clip model ``name`` with ``pretrained`` (a tag, a file, None).
+
+    The rule: the weights' own activation where it is known (a tag: the ``quick_gelu`` of
+    open_clip's pretrained config for it; a file: ``checkpoint_activation``); otherwise the model
+    name's (its open_clip config's ``quick_gelu``: open_clip's ``-quickgelu`` names, such as
+    ``ViT-B-32-quickgelu``, state QuickGELU). A ``-quickgelu`` name with weights known to be
+    trained with GELU is refused.
+    """
+    import open_clip
+
+    _register_configs()
+    named = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    trained = None
+    if pretrained not in (None, "", "none"):
+        tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)  # a tag wins, as in open_clip
+        if "quick_gelu" in tag_cfg:  # without it (roberta-ViT-B-32): the model config's
+            quick = bool(tag_cfg["quick_gelu"])
+            trained = Activation(quick, f"open_clip's pretrained config of {name}/{pretrained}")
+        elif not tag_cfg and Path(pretrained).is_file():
+            trained = checkpoint_activation(Path(pretrained))
+    if trained is None:
+        why = f"the model name {name}"
+        if not named and quickgelu_name(name):
+            why += f"; for weights trained with QuickGELU use --model {quickgelu_name(name)}"
+        return Activation(named, why)
+    if named and not trained.quick_gelu:
+        raise CFBenchError(
+            f"--model {name} builds QuickGELU but {trained.why} (GELU); use --model "
+            f"{name.removesuffix('-quickgelu')}"
+        )
+    return trained
+
+
+def built_quick_gelu(model: nn.Module) -> bool:
+    """Whether a built open_clip model's towers use QuickGELU (checked on the modules)."""
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in model.modules())
+
+
+def load_torchscript(model: nn.Module, path: Path) -> None:
+    """Load a TorchScript archive's weights (OpenAI's release format, which open_clip reads only
+    through torch.load with weights_only=True, which refuses TorchScript)."""
+    with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated: it is the format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state.pop(key, None)
+    model.load_state_dict(state, strict=True)
+
+
 def build_open_clip(name: str, pretrained: str | None) -> Encoder:
     """An open_clip model split into the trained image encoder and a frozen text tower.
 
     ``pretrained``: an open_clip tag (``openai``, ``laion2b_s34b_b79k`` ...), a local checkpoint
-    file, or ``none``/``None`` for random weights.
+    file, or ``none``/``None`` for random weights. The towers get the activation the weights were
+    trained with (``choose_activation``).
     """
     import open_clip
 
@@ -119,27 +259,48 @@ def build_open_clip(name: str, pretrained: str | None) -> Encoder:
             f"or {', '.join(RESNET_DEPTHS)}"
         )
     tag = None if pretrained in (None, "", "none") else pretrained
+    activation = choose_activation(name, tag)
+    is_file = (
+        tag is not None and not open_clip.get_pretrained_cfg(name, tag) and Path(tag).is_file()
+    )
+    script = is_file and torchscript_code(Path(tag)) is not None
     root = logging.getLogger()
     level = root.level
-    if tag is None:  # random weights were asked for: open_clip's warning about them is noise
+    if tag is None or script:  # no weights for open_clip to load: its warning about it is noise
         root.setLevel(logging.ERROR)
     try:
-        model, train_tf, eval_tf = open_clip.create_model_and_transforms(name, pretrained=tag)
+        with warnings.catch_warnings():
+            # open_clip's check reads a pretrained config without quick_gelu as GELU; the
+            # activation is decided above, logged, and checked on the built model below.
+            warnings.filterwarnings("ignore", "QuickGELU mismatch", UserWarning)
+            model, train_tf, eval_tf = open_clip.create_model_and_transforms(
+                name, pretrained=None if script else tag, force_quick_gelu=activation.quick_gelu
+            )
+        if script:
+            load_torchscript(model, Path(tag))
     except Exception as error:  # noqa: BLE001 - hub/network errors come in many types
+        quick = quickgelu_name(name)
+        quick_hint = f" (a state-dict file of QuickGELU weights: --model {quick})" if quick else ""
         if tag and Path(tag).exists():
             raise CFBenchError(f"could not load checkpoint {tag} into {name}: {error}") from None
         raise CFBenchError(
             f"could not get pretrained weights '{tag}' for {name} ({type(error).__name__}); "
             f"without internet, download the checkpoint (open_clip.list_pretrained() lists tags; "
-            f"the files are on the Hugging Face hub) and pass --pretrained /path/to/checkpoint, "
-            f"or use --pretrained none for random weights"
+            f"the files are on the Hugging Face hub) and pass --pretrained /path/to/checkpoint"
+            f"{quick_hint}, or use --pretrained none for random weights"
         ) from None
     finally:
         root.setLevel(level)
+    if built_quick_gelu(model) != activation.quick_gelu:  # e.g. a timm tower ignores the flag
+        raise CFBenchError(
+            f"open_clip built {name} without the {activation.name} that {activation.why} asks "
+            f"for; use an open_clip model whose towers follow open_clip's quick_gelu setting"
+        )
     visual = model.visual
     del model.visual  # the text side must not carry (or optimise) a second image tower
     text = TextTower(model, open_clip.get_tokenizer(name), model.logit_scale.detach().exp().item())
-    return Encoder(visual, int(visual.output_dim), train_tf, eval_tf, open_clip_taps(visual), text)
+    taps = open_clip_taps(visual)
+    return Encoder(visual, int(visual.output_dim), train_tf, eval_tf, taps, text, activation)
 
 
 def find_weights(pretrained: str, data_root: Path | None = None) -> Path:

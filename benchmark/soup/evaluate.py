@@ -124,6 +124,12 @@ def build_soup_session(first: Ingredient, opts: SoupOptions, sequence: SequenceS
             f"{cfg.pretrained}) is not the one it was fine-tuned from (initial_weights differ); "
             "put back the pretrained weights it used"
         )
+    if setup.config["quick_gelu"] != first.config.get("quick_gelu", False):  # older runs: GELU
+        raise CFBenchError(
+            f"{first.folder} was fine-tuned with other activations than the "
+            f"{setup.encoder.activation.name} that {cfg.model}/{cfg.pretrained} now builds "
+            "(config.json quick_gelu); rerun its ingredients"
+        )
     name = _other_data(first.config.get("data", {}), setup.config["data"])
     if name:
         raise CFBenchError(
