@@ -28,6 +28,7 @@ from benchmark.vrf.functions import (
     ensemble_probs,
     knn_kth_distance,
     mean_confidence,
+    missing_neighbour,
     vrf_weight,
     zsf_k,
     zsf_mask,
@@ -58,29 +59,142 @@ def test_zsf_mask_is_fine_tuned_right_and_zero_shot_wrong_within_the_train_part(
     np.testing.assert_array_equal(no_mask, (ft.argmax(1) == y) & (zs.argmax(1) != y))
 
 
+# -- K and the weight, against the official rule (BeierZhu/VRF) re-implemented here ------------
+FLT_MAX = np.finfo(np.float32).max  # what faiss's IndexFlatL2 gives for a missing neighbour
+
+
+def official_k(n_zsf, n_train):
+    """src/knn_distance.py: ratio = |ZSF| / |train|, then K = round(ratio * 1000)."""
+    ratio = n_zsf / n_train
+    return round(ratio * 1000)
+
+
+def official_weights(queries, zsf, n_train, a=1.5, b=0.6):
+    """The official pipeline in float32 numpy: K; faiss's exact search (here brute force, sorted;
+    the neighbours beyond |ZSF| at FLT_MAX, label -1, as faiss fills them; k = 0 refused, as
+    faiss asserts k > 0); D[:, -1]; src/main.py's weight = 1 / (1 + exp(-z)), z = -(x - a) / b."""
+    k = official_k(len(zsf), n_train)
+    if k < 1:
+        raise AssertionError("faiss: k > 0")
+    q, z = queries.astype(np.float32), zsf.astype(np.float32)
+    dist = np.sort(((q[:, None, :] - z[None, :, :]) ** 2).sum(-1), axis=1)
+    missing = np.full((len(q), max(0, k - len(z))), FLT_MAX, dtype=np.float32)
+    x = np.concatenate([dist, missing], axis=1)[:, :k][:, -1]
+    with np.errstate(over="ignore"):
+        zz = -(x - np.float32(a)) / np.float32(b)
+        return 1 / (1 + np.exp(-zz))
+
+
 @pytest.mark.parametrize(
     "n_zsf, n_train, k",
-    [(30, 1000, 30), (60, 20000, 3), (3, 100000, 1), (25, 10000, 2),  # round(2.5) = 2, as Python
-     (35, 10000, 4), (50, 100, 50), (0, 100, 0), (1, 1, 1)],
-)  # fmt: skip
-def test_k_is_round_1000_times_the_zsf_fraction_within_1_and_the_set_size(n_zsf, n_train, k):
-    assert zsf_k(n_zsf, n_train) == k
+    [
+        (30, 1000, 30),
+        (60, 20000, 3),
+        (25, 10000, 2),
+        (35, 10000, 4),  # halves to even: 2.5, 3.5
+        (3, 100000, 0),
+        (1, 2000, 0),
+        (3, 2000, 2),
+        (0, 100, 0),  # 0.03, 0.5 -> 0; 1.5 -> 2
+        (50, 100, 500),
+        (1, 1, 1000),  # not clipped to |ZSF|
+        (
+            203,
+            400,
+            507,
+        ),  # 203 / 400 * 1000 = 507.49999999999994 as floats; 1000 * 203 / 400 = 507.5
+        (1, 3384, 0),
+        (2, 3384, 1),
+        (1000, 3384, 296),
+    ],  # DTD's training part: 0.295, 0.591, 295.5
+)
+def test_k_is_the_official_round_of_the_zsf_fraction_times_1000_unclipped(n_zsf, n_train, k):
+    assert zsf_k(n_zsf, n_train) == official_k(n_zsf, n_train) == k
+
+
+def test_k_follows_the_official_rule_on_every_small_set():
+    got = [(n, t, zsf_k(n, t)) for t in range(1, 401) for n in range(t + 1)]
+    assert got == [(n, t, official_k(n, t)) for n, t, _ in got]
+    for n_zsf, n_train in ((1, 0), (-1, 10), (11, 10)):
+        with pytest.raises(ValueError):
+            zsf_k(n_zsf, n_train)
+
+
+# three ZSF images e1, e2, e3 and three queries; squared distances by hand, 2 - 2 cos:
+BANK = np.eye(3)
+QUERIES = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]]) / np.sqrt([[1], [2], [3]])
+R2, R3 = 2 - np.sqrt(2), 2 - 2 / np.sqrt(3)  # 0.586, 0.845
+KTH = {1: [0, R2, R3], 2: [2, R2, R3], 3: [2, 2, R3]}  # K-th smallest of [0,2,2], [R2,R2,2], [R3]*3
+
+
+@pytest.mark.parametrize(
+    "n_train, k",
+    [
+        (3000, 1),
+        (2000, 2),
+        (1000, 3),  # defined: 1 <= K <= |ZSF|
+        (750, 4),
+        (100, 30),  # K > |ZSF|: the official w is 0
+        (6000, 0),
+        (10000, 0),
+    ],  # K = 0 (round(0.5), round(0.3)): the official code fails
+)
+def test_weight_against_the_official_rule_and_distances_by_hand(n_train, k):
+    assert zsf_k(len(BANK), n_train) == k
+    assert (missing_neighbour(k, len(BANK)) is None) == (k in KTH)  # the stdout note's reason
+    q, bank = torch.tensor(QUERIES), torch.tensor(BANK)
+    got = vrf_weight(knn_kth_distance(q, bank, zsf_k(len(BANK), n_train))).numpy()
+    if k in KTH:
+        by_hand = 1 / (1 + np.exp((np.array(KTH[k]) - 1.5) / 0.6))
+        np.testing.assert_allclose(got, by_hand, rtol=1e-12)
+        np.testing.assert_allclose(got, official_weights(QUERIES, BANK, n_train), rtol=1e-6)
+        assert got.min() > 0.05
+        return
+    assert (got == 0).all()  # no K-th neighbour: the zero-shot prediction, exactly
+    if k > len(BANK):
+        assert (official_weights(QUERIES, BANK, n_train) == 0).all()
+    else:
+        with pytest.raises(AssertionError, match="k > 0"):
+            official_weights(QUERIES, BANK, n_train)
+    ft, zs = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0]]), torch.tensor([[0.0, 1.0]] * 3)
+    pred = ensemble_predict(ft, zs, torch.tensor(got), 1.0, 1.0)
+    assert pred.tolist() == [1, 1, 1]  # zero-shot argmax, whatever the fine-tuned side says
+
+
+def test_weights_on_random_sets_equal_the_official_rule_wherever_it_is_defined():
+    g = np.random.default_rng(5)
+    queries, bank = unit(g.normal(size=(40, 8))), unit(g.normal(size=(37, 8)))
+    seen = set()
+    for n_train in (40, 500, 1000, 1200, 2500, 9000, 30000, 74000, 80000):
+        k = official_k(len(bank), n_train)
+        got = vrf_weight(knn_kth_distance(torch.tensor(queries), torch.tensor(bank), k)).numpy()
+        if k == 0:
+            seen.add("K = 0")
+            with pytest.raises(AssertionError):
+                official_weights(queries, bank, n_train)
+            assert (got == 0).all()
+            continue
+        seen.add("defined" if k <= len(bank) else "K > |ZSF|")
+        np.testing.assert_allclose(got, official_weights(queries, bank, n_train), atol=1e-6)
+    assert seen == {"defined", "K > |ZSF|", "K = 0"}
 
 
 @pytest.mark.parametrize("k", [1, 4, 37])
 def test_knn_kth_distance_is_the_squared_distance_to_the_kth_neighbour(k):
     g = np.random.default_rng(k)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     bank, queries = unit(g.normal(size=(37, 8))), unit(g.normal(size=(53, 8)))
     dist, _ = NearestNeighbors(n_neighbors=k).fit(bank).kneighbors(queries)
     expected = dist[:, -1] ** 2
     for max_elements in (1 << 24, 37 * 5, 1):  # one chunk, chunks of 5 queries, of one query
         got = knn_kth_distance(torch.tensor(queries), torch.tensor(bank), k, max_elements)
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-10)
-    empty = knn_kth_distance(torch.tensor(queries), torch.zeros(0, 8, dtype=torch.float64), 0)
-    assert torch.isinf(empty).all() and len(empty) == 53
+    q, b = torch.tensor(queries), torch.tensor(bank)
+    empty = torch.zeros(0, 8, dtype=torch.float64)
+    for missing in (knn_kth_distance(q, empty, 1), knn_kth_distance(q, b, 38)):
+        assert torch.isinf(missing).all() and len(missing) == 53
+    assert torch.isinf(knn_kth_distance(q, b, 0)).all()  # cfbench's K = 0
     with pytest.raises(ValueError):
-        knn_kth_distance(torch.tensor(queries), torch.tensor(bank), 38)
+        knn_kth_distance(q, b, -1)
 
 
 def test_vrf_weight_is_the_official_sigmoid():
@@ -182,9 +296,10 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def hand():
-    data = synthetic_task("patterns", seed=11, num_classes=C, n_train=40, n_test=30, size=SIZE)
+def make_hand(n_per_class):
+    data = synthetic_task(
+        "patterns", seed=11, num_classes=C, n_train=n_per_class, n_test=30, size=SIZE
+    )
     data = data.build(Path("."), False)
     pretrained, current = linear_encoder(0), linear_encoder(0)
     g = torch.Generator().manual_seed(1)
@@ -195,15 +310,36 @@ def hand():
     fp, fc = hand_features(pretrained, data.train, idx), hand_features(current, data.train, idx)
     zs_w = unit(np.stack([unit(fp[ytr == k]).mean(0) for k in range(C)]))  # the "text" weights
     ft_w = unit(np.stack([unit(fc[ytr == k]).mean(0) for k in range(C)]))
-    head = CosineHead(torch.tensor(ft_w).float(), torch.tensor([0.1, -0.1, 0.0, 0.0]),
-                      scale=HEAD_SCALE)  # fmt: skip
+    bias = torch.tensor([0.1, -0.1, 0.0, 0.0])
+    head = CosineHead(torch.tensor(ft_w).float(), bias, scale=HEAD_SCALE)
     zs_weight = torch.tensor(zs_w).float()
-    return dict(data=data, pretrained=pretrained, current=current, head=head, zs_weight=zs_weight)
+    return dict(
+        data=data,
+        pretrained=pretrained,
+        current=current,
+        head=head,
+        zs_weight=zs_weight,
+        ft_w=ft_w,
+        ft_b=bias.double().numpy(),
+    )
 
 
-def evaluate(hand, settings, stage0: bool, max_train=None):
+@pytest.fixture(scope="module")
+def hand():
+    """160 training images, 144 outside the validation part: K > |ZSF| (under 1000 images)."""
+    return make_hand(40)
+
+
+@pytest.fixture(scope="module")
+def hand_large():
+    """1,200 training images, 1,080 outside the validation part: 1 <= K <= |ZSF|."""
+    return make_hand(300)
+
+
+def evaluate(hand, settings, stage0: bool, max_train=None, neighbours=None):
     """Records of stage 1 (the current encoder), after stage 0 (the pretrained one) or not (as
-    after a resume: the evaluator's frozen copy computes the zero-shot side)."""
+    after a resume: the evaluator's frozen copy computes the zero-shot side). ``neighbours``
+    (a dict) receives the evaluator's (stage, task) -> (K, |ZSF|, |train|)."""
     ds = EvalDataset("patterns", "task", 0, hand["data"], zs_weight=hand["zs_weight"])
     features = FeaturePass(CPU, 16)
     vrf = VRFEvaluator(settings, hand["pretrained"], SCALE, ToTensor(), features, ["patterns"])
@@ -219,17 +355,20 @@ def evaluate(hand, settings, stage0: bool, max_train=None):
         assert vrf.pretrained is not None
     records = evaluation.evaluate(MultiTaskClassifier(hand["current"], [hand["head"]]), 1)
     assert vrf.pretrained is None
+    if neighbours is not None:
+        neighbours.update(vrf.neighbours)
     return {r["kind"]: r["accuracy"] for r in records}
 
 
 def independent(hand, settings, max_train=None):
-    """VRF and OSE by hand, float64 numpy and sklearn's NearestNeighbors; the temperatures from
-    calibrate_temperature (checked on its own above)."""
-    data, head = hand["data"], hand["head"]
+    """VRF and OSE by hand, float64 numpy and sklearn's NearestNeighbors, with the official K
+    (official_k above; no K-th neighbour: w = 0); the temperatures from calibrate_temperature
+    (checked on its own above)."""
+    data = hand["data"]
     idx, val = probe_split(len(data.train), max_train)
     ytr, yte = np.asarray(data.train.targets)[idx], np.asarray(data.test.targets)
     te = np.arange(len(yte))
-    w_ft, b_ft = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    w_ft, b_ft = hand["ft_w"], hand["ft_b"]  # the head's function, whatever its parameters
     zs_w = hand["zs_weight"].double().numpy()
 
     def ft_logits(f):
@@ -250,10 +389,12 @@ def independent(hand, settings, max_train=None):
     ft_ok, zs_ok = ft_tr.argmax(1) == ytr, zs_tr.argmax(1) == ytr
     zsf = ft_ok & ~zs_ok & ~val
     n_zsf, n_train = int(zsf.sum()), int((~val).sum())
-    k = min(n_zsf, max(1, round(1000 * n_zsf / n_train)))
-    dist, _ = NearestNeighbors(n_neighbors=k).fit(unit(ftr[zsf])).kneighbors(unit(fte))
-    d = dist[:, -1] ** 2
-    w = 1 / (1 + np.exp((d - settings.a) / settings.b))
+    k = official_k(n_zsf, n_train)
+    if 1 <= k <= n_zsf:
+        dist, _ = NearestNeighbors(n_neighbors=k).fit(unit(ftr[zsf])).kneighbors(unit(fte))
+        w = 1 / (1 + np.exp((dist[:, -1] ** 2 - settings.a) / settings.b))
+    else:  # no K-th neighbour: the official w is 0 (K > |ZSF|), cfbench's too (K = 0)
+        w = np.zeros(len(te))
     t_ft = calibrate_temperature(torch.tensor(ft_tr[val]), ft_ok[val].mean())
     t_zs = calibrate_temperature(torch.tensor(zs_tr[val]), zs_ok[val].mean())
     p_ft, p_zs = softmax(ft_logits(fte) / t_ft), softmax(zs_logits(pte) / t_zs)
@@ -268,36 +409,59 @@ def independent(hand, settings, max_train=None):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("a, b", [(1.5, 0.6), (0.16, 0.02)])
-def test_vrf_and_ose_records_equal_an_independent_computation(hand, a, b):
+@pytest.mark.parametrize("a, b", [(1.5, 0.6), (0.12, 0.01)])
+def test_vrf_and_ose_records_equal_an_independent_computation(hand_large, a, b):
     settings = VRFSettings(a, b, ose_weight=0.3)
-    expected = independent(hand, settings)
-    assert 0 < expected["n_zsf"] < expected["n_train"] and expected["k"] == expected["n_zsf"]
-    if a == 0.16:  # the weights really vary between test images
-        assert expected["w"].min() < 0.1 and expected["w"].max() > 0.9
-    got = evaluate(hand, settings, stage0=True)
+    expected = independent(hand_large, settings)
+    k, n_zsf, n_train = expected["k"], expected["n_zsf"], expected["n_train"]
+    assert 1 <= k < n_zsf < n_train == 1080  # the official rule is defined: K = 201 of 217
+    if a == 0.12:  # the weights really vary between test images, and change the predictions
+        assert expected["w"].min() < 0.01 and expected["w"].max() > 0.95
+        assert expected["vrf"] not in (expected["head"], expected["zs_pretrained"])
+    neighbours = {}
+    got = evaluate(hand_large, settings, stage0=True, neighbours=neighbours)
+    assert neighbours == {(1, "patterns"): (k, n_zsf, n_train)}
     assert got["head"] == pytest.approx(expected["head"])
-    assert got["vrf"] == pytest.approx(expected["vrf"]) and got["ose"] == pytest.approx(
-        expected["ose"]
-    )
-    assert evaluate(hand, settings, stage0=False) == got  # recomputed by the frozen copy
+    assert got["vrf"] == pytest.approx(expected["vrf"])
+    assert got["ose"] == pytest.approx(expected["ose"])
+    assert evaluate(hand_large, settings, stage0=False) == got  # recomputed by the frozen copy
 
 
-def test_vrf_on_a_probe_subsample_uses_its_train_part(hand):
-    settings = VRFSettings(0.16, 0.02)
-    expected = independent(hand, settings, max_train=80)
-    assert expected["n_train"] < 80 and expected["n_zsf"] > 0
-    got = evaluate(hand, settings, stage0=False, max_train=80)
+def test_under_1000_training_images_k_exceeds_the_zsf_set_and_vrf_is_zero_shot(hand, capsys):
+    expected = independent(hand, VRFSettings())
+    k, n_zsf, n_train = expected["k"], expected["n_zsf"], expected["n_train"]
+    assert (k, n_zsf, n_train) == (229, 33, 144)  # round(33 / 144 * 1000): no 229th neighbour
+    assert expected["head"] != expected["zs_pretrained"] == expected["vrf"]
+    neighbours = {}
+    got = evaluate(hand, VRFSettings(), stage0=True, neighbours=neighbours)
+    assert neighbours == {(1, "patterns"): (229, 33, 144)}
+    assert got["vrf"] == pytest.approx(expected["zs_pretrained"])
+    assert got["ose"] == pytest.approx(expected["ose"]) and got["ose"] != got["vrf"]
+    notes = [line for line in capsys.readouterr().out.splitlines() if "VRF's K" in line]
+    assert notes == [
+        "note: stage 1, patterns: VRF's K = round(33 / 144 * 1000) = 229; K > |ZSF| = 33: the "
+        "official code finds no K-th neighbour (faiss gives FLT_MAX), so its w is 0, and vrf is "
+        "the zero-shot prediction"
+    ]
+
+
+def test_vrf_on_a_probe_subsample_uses_its_train_part(hand_large):
+    settings = VRFSettings(0.12, 0.01)
+    expected = independent(hand_large, settings, max_train=1150)
+    assert 1000 < expected["n_train"] < 1080 and 1 <= expected["k"] <= expected["n_zsf"]
+    neighbours = {}
+    got = evaluate(hand_large, settings, stage0=False, max_train=1150, neighbours=neighbours)
+    assert neighbours[(1, "patterns")] == (expected["k"], expected["n_zsf"], expected["n_train"])
     assert got["vrf"] == pytest.approx(expected["vrf"])
     assert got["ose"] == pytest.approx(expected["ose"])
 
 
-def test_extreme_weights_give_the_head_and_the_pretrained_zero_shot_accuracy(hand):
-    expected = independent(hand, VRFSettings())
+def test_extreme_weights_give_the_head_and_the_pretrained_zero_shot_accuracy(hand_large):
+    expected = independent(hand_large, VRFSettings())
     assert expected["head"] != expected["zs_pretrained"]
-    ft_side = evaluate(hand, VRFSettings(a=1e9, ose_weight=1.0), stage0=False)
+    ft_side = evaluate(hand_large, VRFSettings(a=1e9, ose_weight=1.0), stage0=False)
     assert ft_side["vrf"] == ft_side["ose"] == ft_side["head"] == pytest.approx(expected["head"])
-    zs_side = evaluate(hand, VRFSettings(a=-1e9, ose_weight=0.0), stage0=True)
+    zs_side = evaluate(hand_large, VRFSettings(a=-1e9, ose_weight=0.0), stage0=True)
     assert zs_side["vrf"] == zs_side["ose"] == pytest.approx(expected["zs_pretrained"])
 
 

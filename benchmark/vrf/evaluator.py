@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from benchmark.errors import CFBenchError
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
@@ -22,6 +23,7 @@ from benchmark.vrf.functions import (
     calibrate_temperature,
     ensemble_probs,
     knn_kth_distance,
+    missing_neighbour,
     vrf_weight,
     zsf_k,
 )
@@ -72,6 +74,8 @@ class VRFEvaluator:
         self.pretrained: nn.Module | None = _frozen_cpu_copy(pretrained)
         self._zs: dict[str, _ZeroShot] = {}
         self._pending = set(task_names)  # tasks whose zero-shot side is still to be computed
+        # (stage, task) -> (K, |ZSF|, |train|): the neighbour each vrf record used
+        self.neighbours: dict[tuple[int, str], tuple[int, int, int]] = {}
 
     def evaluate(
         self, ds: EvalDataset, stage: int, head: nn.Module | None, f: DatasetFeatures
@@ -94,10 +98,15 @@ class VRFEvaluator:
         train_part = ~val
         # zsf_mask, with the zero-shot side kept as its correctness (not [n, C] logits)
         zsf = correct & ~zs.train_correct.to(self.device) & train_part
-        n_zsf = int(zsf.sum())
-        k = zsf_k(n_zsf, int(train_part.sum()))
+        n_zsf, n_train = int(zsf.sum()), int(train_part.sum())
+        k = zsf_k(n_zsf, n_train)
+        self.neighbours[(stage, ds.name)] = (k, n_zsf, n_train)
+        why = missing_neighbour(k, n_zsf)
+        if why is not None:
+            where = f"note: stage {stage}, {ds.name}: VRF's K = round({n_zsf} / {n_train} * 1000)"
+            tqdm.write(f"{where} = {k}; {why}, and vrf is the zero-shot prediction")
         bank = F.normalize(f.train_f[zsf], dim=1)
-        d = knn_kth_distance(F.normalize(f.test_f, dim=1), bank, k)
+        d = knn_kth_distance(F.normalize(f.test_f, dim=1), bank, k)  # inf: no K-th neighbour
         w = vrf_weight(d, s.a, s.b)
         t_ft = calibrate_temperature(ft_train[val], float(correct[val].float().mean()))
         return {

@@ -1,5 +1,5 @@
 """The math of VRF and OSE (pure functions; the package docstring gives the sources): the ZSF
-set, k, the k-th neighbour distance, the weight w, temperature calibration, the ensemble."""
+set, K, the K-th neighbour distance, the weight w, temperature calibration, the ensemble."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 KINDS = ("vrf", "ose")
-K_SCALE = 1000  # k = round(K_SCALE * |ZSF| / |train|), the official code's constant
+K_SCALE = 1000  # K = round(|ZSF| / |train| * K_SCALE), the official code's constant
 T_RANGE = (0.1, 10.0)  # the official search's starting bracket for a temperature
 T_LIMITS = (1e-3, 1e3)  # ours: how far that bracket may widen (the official one has no bound)
 
@@ -18,8 +18,10 @@ T_LIMITS = (1e-3, 1e3)  # ours: how far that bracket may widen (the official one
 @dataclass(frozen=True)
 class VRFSettings:
     """a = 1.5, b = 0.6: the official code's defaults (``src/main.py``, tuned on ImageNet with
-    ViT-B/16); ose_weight = 0.5: the fine-tuned side's weight in the fixed ensemble (the official
-    baseline tunes it on test data, which this benchmark does not do)."""
+    ViT-B/16); ose_weight = 0.5: the fine-tuned side's weight in cfbench's ``ose``, a calibrated
+    fixed-weight output ensemble. That is not the paper's OSE, whose weight is tuned in 0.1..0.9 on
+    the ID test split with no temperatures (``src/baselines.py``); this benchmark does not tune
+    on test."""
 
     a: float = 1.5  # distance at which w = 0.5
     b: float = 0.6  # width of the sigmoid (> 0): smaller = a sharper switch
@@ -47,29 +49,51 @@ def zsf_mask(
 
 
 def zsf_k(n_zsf: int, n_train: int, scale: int = K_SCALE) -> int:
-    """k = round(scale * n_zsf / n_train) (Python's round, as the official code), clipped to
-    [1, n_zsf]; 0 for an empty ZSF set."""
-    if n_zsf == 0:
-        return 0
-    return min(n_zsf, max(1, round(scale * n_zsf / n_train)))
+    """The official K (``src/knn_distance.py``: ``ratio = |ZSF| / |train|``, ``K = round(ratio *
+    1000)``), computed in that order: the quotient is rounded to a float before the product, so
+    203 / 400 gives 507 (507.49999999999994), not 508; Python's round takes halves to the even
+    side (1 / 2000 gives 0). Not clipped: K <= |ZSF| whenever |train| >= 1000; below that,
+    K > |ZSF| once |ZSF| (1000 / |train| - 1) > 1/2. K = 0 when |ZSF| <= |train| / 2000 (an empty
+    ZSF set included). ``knn_kth_distance`` says what each gives."""
+    if n_train < 1 or not 0 <= n_zsf <= n_train:
+        raise ValueError(f"|ZSF| = {n_zsf} of {n_train} training images")
+    return round(n_zsf / n_train * scale)
 
 
 def knn_kth_distance(
     queries: torch.Tensor, bank: torch.Tensor, k: int, max_elements: int = 1 << 24
 ) -> torch.Tensor:
     """[Q] squared L2 distance of every query row to its k-th nearest row of ``bank`` (exact: all
-    pairwise distances, ``torch.cdist`` in chunks of at most ``max_elements`` pairs, then top-k);
-    inf for an empty bank or k = 0."""
-    if len(bank) == 0 or k == 0:
+    pairwise distances, ``torch.cdist`` in chunks of at most ``max_elements`` pairs, then top-k).
+
+    inf where no k-th neighbour exists, so that w = 0 and VRF's prediction is the zero-shot one:
+    - k > len(bank) (an empty bank included): as the official code. faiss's ``IndexFlatL2`` fills
+      the missing neighbours with FLT_MAX (label -1), and the official weight of FLT_MAX is
+      exactly 0 (the float32 sigmoid overflows);
+    - k = 0: the official code fails there (faiss asserts k > 0); cfbench's choice."""
+    if k < 0:
+        raise ValueError(f"k = {k} < 0")
+    if k == 0 or k > len(bank):
         return torch.full((len(queries),), math.inf, device=queries.device)
-    if not 1 <= k <= len(bank):
-        raise ValueError(f"k = {k} for a bank of {len(bank)} rows")
     rows = max(1, max_elements // len(bank))
     out = []
     for start in range(0, len(queries), rows):
         d = torch.cdist(queries[start : start + rows], bank).square()
         out.append(d.topk(k, dim=1, largest=False).values[:, -1])
     return torch.cat(out) if out else queries.new_zeros(0)
+
+
+def missing_neighbour(k: int, n_zsf: int) -> str | None:
+    """Why VRF's prediction is the zero-shot one for every image (``knn_kth_distance``: no k-th
+    neighbour, w = 0), or None when the official K is within [1, |ZSF|]."""
+    if k == 0:
+        return "K = 0, where the official code fails (faiss asserts K > 0); cfbench takes w = 0"
+    if k > n_zsf:
+        return (
+            f"K > |ZSF| = {n_zsf}: the official code finds no K-th neighbour (faiss gives "
+            "FLT_MAX), so its w is 0"
+        )
+    return None
 
 
 def vrf_weight(d: torch.Tensor, a: float = 1.5, b: float = 0.6) -> torch.Tensor:
