@@ -46,8 +46,9 @@ class ProbeConfig:
     ``c_grid`` are inverse regularisation strengths (sklearn's C), swept on the validation split.
     """
 
-    # C = 1e-6 ... 1e6 by decades, the sweep of the sklearn probe in omegafragger/ldifs_code:
-    # on the offline sequence's features the best C reached the old grid's top (1e4) often.
+    # C = 1e-6 ... 1e6 by decades (13 values): the range of the sklearn probe in
+    # omegafragger/ldifs_code (7 values, C = 1/L for L = 1e-6, 1e-4, ..., 1e6), with every decade
+    # between; on the offline sequence's features the best C reached the old grid's top (1e4) often.
     c_grid: tuple[float, ...] = tuple(10.0**k for k in range(-6, 7))
     # Each L-BFGS fit (warm-started along the C grid) stops when the probe's objective fell by
     # less than ``tol`` (relative) over its last 5 iterations: about the objective's remaining

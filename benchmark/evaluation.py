@@ -12,7 +12,10 @@ once, then
 - lp_val: the probe chosen on validation (its sweep's fit at the best C, fitted on the probe's
   train subset minus its validation images) scored on the dataset's whole validation split (the
   subset's validation part plus the validation images the subset left out; every dataset; never
-  a test image, never fine-tuned on): the score ``run_benchmark.py select`` ranks by;
+  a test image, never fine-tuned on): the score ``run_benchmark.py select`` ranks by. The images
+  that chose C are among those it is scored on (all of them without a probe subset: then lp_val
+  is the best of the sweep's validation scores, a maximum over the grid): it ranks values on
+  validation; it is not an unbiased accuracy (``lp`` is, on the test split);
 - val:  the task head on the same validation images: selection's ``head`` score;
 - vrf, ose: with a ``vrf`` evaluator (benchmark/vrf/; the ``vrf`` strategy or ``--vrf``), the
   task head ensembled with the pretrained zero-shot model, from the same features (tasks already
@@ -41,8 +44,13 @@ from benchmark.vrf.evaluator import DatasetFeatures, VRFEvaluator
 from tasks.base import TaskData, targets_of
 
 # The record kinds a dataset's evaluation computes without a VRF evaluator: part of the row-0
-# cache key, so that an entry computed before a kind existed is not reused without it.
-ROW0_KINDS = ("lp", "lp_val", "zs", "head", "val")
+# cache key, so that an entry computed before a kind existed is not reused without it; and
+# "probe_c2", the probe's chosen C (``PROBE_C``) from the solver whose stopping rule is relative to
+# the objective's weight-dependent part (issue 22): older entries are recomputed.
+ROW0_KINDS = ("lp", "lp_val", "zs", "head", "val", "probe_c2")
+# The probe's chosen C: not an accuracy but carried with them (and in the row-0 cache), then put
+# on the stage's ``lp`` record as ``probe_c`` (benchmark/results.py writes it to probes.csv).
+PROBE_C = "probe_c"
 
 
 @dataclass
@@ -102,6 +110,8 @@ class MatrixEvaluation:
                 if key:
                     self.row0_cache.put(key, accuracies)
             faults.reached("eval")
+            accuracies = dict(accuracies)
+            probe_c = accuracies.pop(PROBE_C, None)
             for kind, acc in accuracies.items():
                 records.append(
                     dict(
@@ -111,6 +121,7 @@ class MatrixEvaluation:
                         role=ds.role,
                         kind=kind,
                         accuracy=100.0 * acc,
+                        **({PROBE_C: probe_c} if kind == "lp" and probe_c is not None else {}),
                     )
                 )
         return records
@@ -167,7 +178,7 @@ class MatrixEvaluation:
         val_y = torch.cat([train_y[mask], torch.as_tensor(targets[rest], device=self.device)])
         lp_val = accuracy(F.normalize(val_f.float(), dim=1), val_y, result.sweep_weight,
                           result.sweep_bias)  # fmt: skip
-        out = {"lp": result.accuracy, "lp_val": lp_val}
+        out = {"lp": result.accuracy, "lp_val": lp_val, PROBE_C: result.best_c}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T
             out["zs"] = top1(logits, test_y)

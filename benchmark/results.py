@@ -1,4 +1,4 @@
-"""Run folders: config.json, records.csv (tidy), <kind>_matrix.csv and metrics.json.
+"""Run folders: config.json, records.csv (tidy), <kind>_matrix.csv, probes.csv and metrics.json.
 
 Every file is written atomically (temporary file in the same folder, then ``os.replace``), so a
 crash leaves either the previous complete file or the new complete file, never a truncated one.
@@ -30,6 +30,9 @@ RECORD_COLUMNS = [
     "accuracy",
 ]
 KINDS = ("lp", "zs", "head", "vrf", "ose")  # vrf, ose: benchmark/vrf/ (tasks, stages >= 1)
+# probes.csv: the C each stage's probe chose per dataset (the ``probe_c`` of its ``lp`` record,
+# benchmark/evaluation.py); the grid it chose from is config.json's probe.c_grid
+PROBE_COLUMNS = [*RECORD_COLUMNS[:-2], "c"]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -127,6 +130,10 @@ class RunResults:
         """Rewrite records.csv and the matrices from every record so far."""
         frame = self.frame()
         write_atomic(self.folder / "records.csv", frame.to_csv(index=False))
+        probes = [{**r, "c": r["probe_c"]} for r in self.records if r.get("probe_c") is not None]
+        if probes:
+            table = pd.DataFrame(probes, columns=PROBE_COLUMNS)
+            write_atomic(self.folder / "probes.csv", table.to_csv(index=False))
         for kind in KINDS:
             m = matrix(frame, kind, self.columns)
             if not m.empty:

@@ -167,7 +167,8 @@ def by_kind(records, dataset):
 def test_records_have_the_documented_keys_and_kinds(setup):
     records = setup.records
     for r in records:
-        assert set(r) == {"stage", "stage_task", "dataset", "role", "kind", "accuracy"}
+        probe_c = {"probe_c"} if r["kind"] == "lp" else set()  # the probe's chosen C
+        assert set(r) == {"stage", "stage_task", "dataset", "role", "kind", "accuracy"} | probe_c
         assert r["stage"] == 0 and r["stage_task"] == "pretrained"
         assert 0.0 <= r["accuracy"] <= 100.0
     kinds = [(r["dataset"], r["role"], r["kind"]) for r in records]

@@ -156,3 +156,11 @@ def test_selected_file_is_valid_yaml_for_humans(seq_file):
     path = selection_path(str(seq_file), False)
     write_selection(path, "ewc", {"lam": 3.0}, {"grid": {"lam": [0.3, 3.0]}})
     assert yaml.safe_load(path.read_text())["ewc"]["chosen_by"]["grid"] == {"lam": [0.3, 3.0]}
+
+
+def test_ties_go_to_the_smallest_value_whatever_the_grid_order():
+    # grid order would pick lam=100, text order lam=100 too ("1" < "3"); the rule: smallest value
+    tied = {"lam=100": {"mean": 72.5}, "lam=3": {"mean": 72.5}, "lam=0.5": {"mean": 70.0}}
+    assert select.choose(tied) == "lam=3"
+    several = {"lam=10,anchor=pretrained": {"mean": 1.0}, "lam=2,anchor=pretrained": {"mean": 1.0}}
+    assert select.choose(several) == "lam=2,anchor=pretrained"

@@ -102,3 +102,18 @@ def test_the_score_decides_between_accuracy_and_retention(tmp_path):
     per_run = per_run_table(runs)
     assert selection_table(runs, per_run, "tasks").iloc[0]["chosen"] == "lam=1"
     assert selection_table(runs, per_run, "all").iloc[0]["chosen"] == "lam=100"
+
+
+def test_a_tie_is_broken_as_select_breaks_it(tmp_path):
+    # equal validation scores at lam=100 and lam=3: the report and ``select`` both choose lam=3,
+    # the smaller value (name order, the report's old rule, would choose lam=100)
+    from benchmark.grid.select import choose
+
+    write(tmp_path, "ldifs@lam=100", 0, (90.0, 90.0, 40.0), (70.0, 70.0))
+    write(tmp_path, "ldifs@lam=3", 0, (60.0, 60.0, 40.0), (70.0, 70.0))
+    runs, _ = discover_runs(tmp_path)
+    table = selection_table(runs, per_run_table(runs))
+    assert table.iloc[0]["chosen"] == "lam=3"
+    assert table.iloc[0]["final_avg_acc"] == pytest.approx(60.0)
+    means = {base_strategy(r.strategy)[1]: {"mean": validation_score(r)} for r in runs}
+    assert choose(means) == "lam=3"

@@ -112,12 +112,15 @@ def score_runs(cells: Sequence[Cell], folders: Sequence[Path], score: str) -> di
 
 
 def choose(scores: dict[str, dict]) -> str:
-    """The label with the highest mean score (ties: the first in grid order)."""
-    finite = {k: v["mean"] for k, v in scores.items() if not math.isnan(v["mean"])}
-    if not finite:
+    """The label with the highest mean score (ties: the smallest value, as the report's Selection
+    section: benchmark/report/selection.py ``choose_value``)."""
+    from benchmark.report.selection import choose_value
+
+    chosen = choose_value({k: v["mean"] for k, v in scores.items()})
+    if chosen is None:
         raise CFBenchError("no value could be scored on validation (every run failed or has no "
                            "validation records); nothing was written")  # fmt: skip
-    return max(finite, key=lambda k: (finite[k], -list(scores).index(k)))
+    return chosen
 
 
 def score_table(scores: dict[str, dict], chosen: str, score: str) -> str:

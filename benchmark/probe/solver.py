@@ -46,6 +46,10 @@ class Problem:
         self.x = centred @ self.rot  # the centred features in the covariance's eigenbasis
         del centred
         self.y = y.to(x.device, torch.long)[:, None]
+        # the objective without weights (W = 0, the best intercept: log class frequencies): the
+        # entropy of the labels; the weights lower the objective below it (``scale``)
+        freq = torch.bincount(self.y[:, 0], minlength=self.k).double() / self.n
+        self.floor = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
         # kappa defaults to its value where all classes are equally likely, as at W = b = 0
         self._set(penalty, 1.0 / num_classes if kappa is None else kappa)
         self.last_kappa = self.kappa  # kappa at the latest evaluation
@@ -72,6 +76,18 @@ class Problem:
             )
             history[i] = (s, yv, 1.0 / s.dot(yv))
         return [v * ratio for v in vectors]
+
+    def scale(self, theta: torch.Tensor, f: float) -> float:
+        """The size of the objective's weight-dependent part at ``theta`` (objective ``f``), which
+        a fit's remaining decrease is measured against: the smaller of f itself (where the
+        weights fit the data, f -> 0 as C grows) and what the weights take off the objective
+        without them, ``floor - f``, or the penalty term ``penalty * ||W||^2`` if larger (at a
+        small C the two are equal to first order and the penalty term, unlike the difference,
+        keeps its relative precision where f is about ``floor``). Relative to f alone (about
+        log K at small C), a tolerance would leave the small weights' direction loose."""
+        w = theta[: self.kd].view(self.k, self.d) * self.u
+        weights = max(self.floor - f, self.penalty * float((w * w).sum()))
+        return min(abs(f), weights)
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return theta[: self.kd].view(self.k, self.d), theta[self.kd :]
@@ -145,7 +161,7 @@ def direction(g: torch.Tensor, history: list) -> torch.Tensor:
     return q
 
 
-def converged_by_trend(losses: list[float], tol: float) -> bool:
+def converged_by_trend(losses: list[float], tol: float, scale: float) -> bool:
     """Whether the objective is within about ``tol`` (relative) of its optimum, judged from its
     decreases over the last three windows of w iterations, d1, d2, d3 (w = WINDOW, or a twelfth
     of the iterations so far in a long fit, where single decreases are noisy).
@@ -160,7 +176,7 @@ def converged_by_trend(losses: list[float], tol: float) -> bool:
     w = max(WINDOW, k // 12)
     if k < 3 * w:
         return False
-    f = abs(losses[-1])
+    f = scale
     d1, d2, d3 = (losses[k - i * w] - losses[k - (i - 1) * w] for i in (3, 2, 1))
     if not (d3 < d2 < d1):
         return d3 <= 0.1 * tol * f
@@ -191,6 +207,7 @@ def lbfgs(
     f, g = start if start is not None else problem.loss_grad(theta)
     history = [] if history is None else history
     losses = [f]
+    scale = problem.scale(theta, f)
     it = 0
     while it < max_iter:
         accepted, predicted = None, None
@@ -218,20 +235,24 @@ def lbfgs(
                 if history:  # retry once along -g
                     history.clear()
                     continue
-                # stalled: converged if the model expected less than tol, or in float64 (there
-                # is nothing finer to go on with)
-                done = predicted <= tol * abs(f) or problem.x.dtype == torch.float64
+                # stalled: the objective's resolution in this precision is reached. Converged in
+                # float64; in float32 this is no sign of convergence (where the curvature is
+                # small, the optimum can lie far below): ``solve`` goes on in float64
+                done = problem.x.dtype == torch.float64
                 return Fit(theta, f, g, history, it, done), True
         new, f_new, g_new = accepted
         remember(history, new - theta, g_new - g)
         theta, f, g = new, f_new, g_new
         losses.append(f)
+        scale = problem.scale(theta, f)
         it += 1
-        # converged: by the decreases' trend (see converged_by_trend), or, before the trend can
-        # be read, where the quasi-Newton model predicted, and the step made, a decrease below
-        # tol / 10 (a fast fit may reach float32's resolution first)
-        early = it < 3 * WINDOW and max(predicted, losses[-2] - f) <= 0.1 * tol * abs(f)
-        if early or converged_by_trend(losses, tol):
+        # converged: by the decreases' trend (see converged_by_trend), or, in float32 before the
+        # trend can be read, where the quasi-Newton model (with some curvature pairs: a fresh
+        # start's model is only the preconditioner's) predicted, and the step made, a decrease
+        # below tol / 10 (a fast fit may reach float32's resolution first)
+        fast = problem.x.dtype == torch.float32 and it < 3 * WINDOW and len(history) >= 3
+        early = fast and max(predicted, losses[-2] - f) <= 0.1 * tol * scale
+        if early or converged_by_trend(losses, tol, scale):
             return Fit(theta, f, g, history, it, True), False
     return Fit(theta, f, g, history, it, False), False
 

@@ -11,7 +11,10 @@ Validation score of a run (``SCORES``; never a test split), at the last stage:
 - ``all``: the same mean over the tasks and the controls (trades accuracy for retention);
 - ``head``: mean over the tasks of the task head's accuracy on the validation images (``val``).
 
-A value's score is its mean over seeds; the highest wins (ties: the first in name order).
+A value's score is its mean over seeds; the highest wins. Ties go to the smallest value
+(``choose_value``; arguments compared key by key, numerically where both are numbers): for a
+strategy weight (``lam``, ``alpha``) the weakest regularisation. ``run_benchmark.py select``
+breaks ties with the same function.
 """
 
 from __future__ import annotations
@@ -35,6 +38,29 @@ SCORES = {
              "task's validation images"),
 }  # fmt: skip
 DEFAULT_SCORE = "tasks"
+
+
+def value_order(label: str) -> tuple:
+    """A value label (``lam=10``, ``lam=10,anchor=pretrained``) as a sort key: its arguments in
+    order, each number compared as a number (1e-3 < 0.1 < 3 < 10), text after numbers."""
+    key = []
+    for part in label.split(","):
+        name, _, value = part.partition("=")
+        try:
+            key.append((name, 0, float(value), ""))
+        except ValueError:
+            key.append((name, 1, 0.0, value))
+    return tuple(key)
+
+
+def choose_value(scores: dict[str, float]) -> str | None:
+    """The value label with the highest score (NaN: not scored; None when none is); ties go to
+    the smallest value (``value_order``). Shared by ``select`` and the report's Selection."""
+    finite = {k: v for k, v in scores.items() if not np.isnan(v)}
+    if not finite:
+        return None
+    best = max(finite.values())
+    return min((k for k, v in finite.items() if v == best), key=value_order)
 
 
 def base_strategy(name: str) -> tuple[str, str]:
@@ -82,7 +108,8 @@ def selection_table(
         by_value = sub[sub["value"] != ""].groupby("name", sort=True)["val"].mean()
         if len(by_value) < 2 or by_value.isna().all():
             continue
-        chosen = by_value.idxmax()
+        values = {base_strategy(n)[1]: v for n, v in by_value.items()}
+        chosen = f"{strategy}@{choose_value(values)}"
         test = per_run[(per_run["sequence"] == sequence) & (per_run["strategy"] == chosen)]
         row = {"sequence": sequence, "strategy": strategy, "chosen": base_strategy(chosen)[1],
                "val_score": by_value[chosen], "n_seeds": len(test),
