@@ -89,8 +89,9 @@ def _run_extras(a) -> None:
         default=None,
         help="also record, for every task already trained, the accuracy of VRF (Zhu et al., "
         "NeurIPS 2024: the task head ensembled with the pretrained zero-shot model, weighted by "
-        "the distance to the training images only fine-tuning gets right) and of the plain "
-        "output-space ensemble (kinds vrf and ose, in vrf_matrix.csv / ose_matrix.csv); "
+        "the distance to the training images only fine-tuning gets right) and of a calibrated "
+        "fixed-weight output ensemble, not the paper's OSE (kinds vrf and ose, in "
+        "vrf_matrix.csv / ose_matrix.csv); "
         "predictions only, the features and LP are unchanged. Needs a text tower (CLIP); "
         "part of the run's settings. The vrf strategy is FT with this on (default: off)",
     )

@@ -9,8 +9,9 @@ nearest zero-shot-failure training image,
     p(y | x) = w(x) softmax(z_ft / T_ft) + (1 - w(x)) softmax(z_zs / T_zs),
     w(x) = sigmoid(-(d(x) - a) / b),
 
-and ``ose`` is the same with a fixed w = ose_weight. The LP matrix of this strategy is FT's: VRF
-changes predictions, not features. Any other strategy gets the same kinds with ``--vrf``.
+and ``ose`` is the same with a fixed w = ose_weight: a calibrated fixed-weight output ensemble,
+not the paper's OSE (README, VRF section). The LP matrix of this strategy is FT's: VRF changes
+predictions, not features. Any other strategy gets the same kinds with ``--vrf``.
 
 Defaults: a = 1.5, b = 0.6 from the official code (``src/main.py``, tuned on ImageNet with
 ViT-B/16); ose_weight = 0.5, a fixed even mix (the official baseline tunes it on test data).

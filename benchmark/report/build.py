@@ -84,7 +84,7 @@ _FIGURE_CAPTIONS = {
     "curves_zs": "Zero-shot accuracy over stages",
     "curves_head": "Task-head accuracy over stages",
     "curves_vrf": "VRF accuracy over stages (task head + zero-shot model)",
-    "curves_ose": "Output-space ensemble accuracy over stages",
+    "curves_ose": "Fixed-weight output ensemble (ose) accuracy over stages",
 }
 
 

@@ -14,7 +14,7 @@ KIND_NAMES = {
     "zs": "zero-shot accuracy (%)",
     "head": "task-head accuracy (%)",
     "vrf": "VRF accuracy (%)",
-    "ose": "output-space ensemble accuracy (%)",
+    "ose": "fixed-weight output ensemble accuracy (%)",
 }
 STYLE = {
     "font.size": 10,
