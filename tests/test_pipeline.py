@@ -219,7 +219,7 @@ def test_a_probe_at_the_grid_edge_or_stopped_by_max_iter_is_said_on_stdout(monke
         "note: stage 0, synth_b: the linear probe's best C is 10000, at the edge of the grid "
         "(1e-06, 1e-05, 0.0001, 0.001, 0.01, 0.1, 1, 10, 100, 1000, 10000, 100000, 1e+06); a "
         "wider grid may score higher",
-        "note: stage 0, synth_b: the linear probe stopped at 1000 iterations before its "
+        "note: stage 0, synth_b: the linear probe stopped at 5000 iterations before its "
         "tolerance 1e-05",
     ]
     assert "note:" not in out.err

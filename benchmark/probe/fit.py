@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from benchmark.probe.solver import Problem, solve
 
 TOL = 1e-5  # default: a fit stops when its remaining objective decrease is about TOL * objective
-MAX_ITER = 1000  # default safety cap on the L-BFGS iterations of one fit
+MAX_ITER = 5000  # default cap on the L-BFGS iterations of one fit (float32 and float64 finish)
 WINDOW = 5  # the shortest run of iterations whose objective decrease ``converged_by_trend`` reads
 HISTORY = 30  # L-BFGS curvature pairs kept (memory: 2 * HISTORY * K * (D + 1) numbers)
 
