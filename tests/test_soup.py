@@ -243,6 +243,10 @@ BAD = {
     "no-checkpoint-index": (lambda f: (f / "checkpoint.json").unlink(), "no readable"),
     "heads-of-another-kind": (_lp_heads, "are LP-initialised, those of"),
     "heads-of-an-earlier-version": (_legacy_heads, "written by an earlier cfbench"),
+    "other-activation": (
+        lambda f: _edit_json(f / "config.json", quick_gelu=True),
+        "was built with QuickGELU",
+    ),
 }
 
 

@@ -183,6 +183,14 @@ def _check_same(first: Ingredient, other: Ingredient) -> None:
             f"model {b.get('model')}/{b.get('pretrained')} vs {a.get('model')}/"
             f"{a.get('pretrained')}, seed {b.get('seed')} vs {a.get('seed')}); {fix}"
         )
+    # the same weights under the other activation are another model (runs before QuickGELU was
+    # chosen per weights recorded no quick_gelu: they were built with GELU)
+    qa, qb = a.get("quick_gelu", False), b.get("quick_gelu", False)
+    if qa != qb:
+        raise CFBenchError(
+            f"{other.folder} was built with {'QuickGELU' if qb else 'GELU'}, {first.folder} with "
+            f"{'QuickGELU' if qa else 'GELU'} (config.json quick_gelu); {fix}"
+        )
     name = _other_data(a.get("data", {}), b.get("data", {}))
     if name:
         raise CFBenchError(f"{other.folder} was trained and evaluated on other data than "
