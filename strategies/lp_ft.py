@@ -6,7 +6,7 @@ L2-normalised features of the task's train split (eval transform; C swept on the
 as the LP evaluation does):
 
     (W, b) = argmin mean_i CE(W normalize(f(x_i)) + b, y_i) + ||W||^2 / (2 C n),
-    head(x) = 1 * W normalize(f(x)) + b          (scale 1)
+    head(x) = W normalize(f(x)) + b          (no temperature: the probe's own scale)
 
 then the encoder and head are fine-tuned with CE as in FT.
 """
