@@ -154,8 +154,9 @@ class CheckpointStore:
 
     def _check_settings(self, saved: dict) -> None:
         ours, theirs = flatten(self.settings), flatten(saved)
-        for key, value in ADDED_SETTINGS.items():  # a checkpoint older than the setting
+        for key, value in ADDED_SETTINGS.items():  # a checkpoint (or settings) without the key
             theirs.setdefault(key, value)
+            ours.setdefault(key, value)
         changed = [k for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k)]
         if changed:
             shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in changed[:3])
