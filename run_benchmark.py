@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmark.cli import build_parser, build_report_parser
 from benchmark.errors import print_user_error
 from benchmark.soup.command import soup_command
+from strategies import NAMES
 
 
 def report_command(argv: list[str]) -> int:
@@ -83,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.grid.select import select_command
 
         return select_command(argv[1:], execute_cells)
-    from strategies import STRATEGIES
-
-    args = build_parser(list(STRATEGIES)).parse_args(argv)
+    args = build_parser(NAMES).parse_args(argv)
     from benchmark.errors import CFBenchError, Terminated
 
     try:  # pre-emption (SIGTERM): stop as on Ctrl-C
@@ -181,7 +180,6 @@ def grid_command(argv: list[str]) -> int:
     from benchmark.cli import build_grid_parser
     from benchmark.errors import CFBenchError
     from benchmark.grid import executors, spec
-    from strategies import STRATEGIES
 
     path = argv[0] if argv and not argv[0].startswith("-") else None
     args, run_options = build_grid_parser(with_file=False).parse_known_args(argv[bool(path) :])
@@ -189,7 +187,7 @@ def grid_command(argv: list[str]) -> int:
         file = spec.load_grid_file(Path(path)) if path else None
         values = spec.parse_values(args.grid)
         grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds, values,
-                               run_options, list(STRATEGIES))  # fmt: skip
+                               run_options, NAMES)  # fmt: skip
         cells = grid.cells()
         folders, results = execute_cells(cells, args)
     except CFBenchError as error:
@@ -223,9 +221,8 @@ def check_cells(cells: list) -> list[Path]:
     their run folders, which must differ."""
     from benchmark.errors import CFBenchError
     from benchmark.results import run_dir
-    from strategies import STRATEGIES
 
-    parser, folders = build_parser(list(STRATEGIES)), []
+    parser, folders = build_parser(NAMES), []
     for cell in cells:
         try:
             sequence, (cfg,) = build_configs(parser.parse_args(cell.argv()))
@@ -249,7 +246,7 @@ def run_cell(argv: list[str], log_path: str | None = None) -> dict:
     from benchmark.report.runs import is_complete
     from benchmark.results import run_dir
     from benchmark.runner import run
-    from strategies import STRATEGIES, resolve
+    from strategies import resolve
 
     started, status, error, folder = time.time(), "done", None, None
     with contextlib.ExitStack() as stack:
@@ -259,7 +256,7 @@ def run_cell(argv: list[str], log_path: str | None = None) -> dict:
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
         try:
-            sequence, (cfg,) = build_configs(build_parser(list(STRATEGIES)).parse_args(argv))
+            sequence, (cfg,) = build_configs(build_parser(NAMES).parse_args(argv))
             folder = run_dir(cfg.out, sequence.name, cfg.name, cfg.seed)
             if not cfg.fresh and is_complete(folder):
                 status = "skipped"

@@ -1,44 +1,32 @@
-"""The registry of named strategies: one entry per strategy file.
+"""The strategies: one file per strategy, registered in strategies/registry.py.
 
-Adding a strategy = its file (a frozen ``Config`` dataclass and ``build(context, config)``) and
-one ``StrategySpec`` line here; the command line, ``--strategy all``, the report and the tests
-read this registry (docs/design.md section 12).
+Adding a strategy = its file (a frozen ``Config`` dataclass and ``build(context, config)``), one
+``StrategySpec`` line in registry.py and its name in ``NAMES``; the command line, ``--strategy
+all``, the report and the tests read the registry (docs/design.md section 12).
+
+``NAMES`` costs nothing to import, so that ``run_benchmark.py --help`` lists the strategies
+without importing torch and Avalanche; everything else (``STRATEGIES``, ``resolve`` and the
+strategy API) is loaded from registry.py on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+NAMES = ("ft", "l2sp", "ldifs", "lp_ft", "ewc", "lwf", "replay", "wise_ft", "lora", "bitfit", "vrf")
 
-from benchmark.strategy_api import (  # noqa: F401 - the API a strategy file and its tests use
-    Resolved,
-    StrategyContext,
-    StrategySpec,
-    describe_fields,
-    make_config,
+_FROM_REGISTRY = (
+    "STRATEGIES",
+    "resolve",
+    "Resolved",
+    "StrategyContext",
+    "StrategySpec",
+    "describe_fields",
+    "make_config",
 )
-from benchmark.strategy_api import resolve as _resolve
-from strategies import bitfit, ewc, ft, l2sp, ldifs, lora, lp_ft, lwf, replay, vrf, wise_ft
-
-STRATEGIES: dict[str, StrategySpec] = {
-    s.name: s
-    for s in (
-        StrategySpec("ft", ft.Config, ft.build),
-        StrategySpec("l2sp", l2sp.Config, l2sp.build),
-        StrategySpec("ldifs", ldifs.Config, ldifs.build),
-        StrategySpec("lp_ft", lp_ft.Config, lp_ft.build),
-        StrategySpec("ewc", ewc.Config, ewc.build),
-        StrategySpec("lwf", lwf.Config, lwf.build),
-        StrategySpec("replay", replay.Config, replay.build),
-        StrategySpec("wise_ft", wise_ft.Config, wise_ft.build),
-        StrategySpec("lora", lora.Config, lora.build),
-        StrategySpec("bitfit", bitfit.Config, bitfit.build),
-        StrategySpec("vrf", vrf.Config, vrf.build, needs_text_tower=True),
-    )
-}
 
 
-def resolve(name: str, args: Mapping[str, Any] | None = None) -> Resolved:
-    """The strategy ``name`` (registered here, or ``package.module:factory``) with ``args``
-    checked (benchmark.strategy_api.resolve over this registry)."""
-    return _resolve(name, args, STRATEGIES)
+def __getattr__(name: str):
+    if name in _FROM_REGISTRY:
+        from strategies import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'strategies' has no attribute '{name}'")

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmark.errors import CFBenchError
 from benchmark.grid.cli import executor_options
 from benchmark.grid.spec import Cell, GridSpec, parse_values
-from benchmark.report.selection import DEFAULT_SCORE, SCORES
+from benchmark.report.scores import DEFAULT_SCORE, SCORES
 
 DESCRIPTION = """\
 Choose a strategy argument by validation: run the strategy once per value of --grid (and per
@@ -155,12 +155,12 @@ def select_command(argv: list[str], execute_cells) -> int:
     results)`` checks and runs the cells (run_benchmark.py, shared with ``grid``)."""
     import sys
 
+    args, run_options = select_parser().parse_known_args(argv)  # --help before torch loads
     from benchmark.errors import print_user_error
     from benchmark.grid import executors
     from tasks import SEQUENCES, get_sequence
     from tasks.selected import selection_path, write_selection
 
-    args, run_options = select_parser().parse_known_args(argv)
     try:
         get_sequence(args.sequence)  # a bad name fails before anything runs
         grid = selection_grid(args, run_options)

@@ -26,18 +26,8 @@ import pandas as pd
 
 from benchmark.metrics import BY_KEY
 from benchmark.report.runs import Run
+from benchmark.report.scores import DEFAULT_SCORE, SCORES
 from benchmark.report.tables import format_number
-
-# score name -> (record kind, whether the controls count, one-line definition)
-SCORES = {
-    "tasks": ("lp_val", False, "mean over tasks of the final-stage linear-probe accuracy on the "
-              "validation part of each task's train split"),
-    "all": ("lp_val", True, "mean over tasks and controls of the final-stage linear-probe "
-            "accuracy on the validation part of each dataset's train split"),
-    "head": ("val", False, "mean over tasks of the final-stage task-head accuracy on each "
-             "task's validation images"),
-}  # fmt: skip
-DEFAULT_SCORE = "tasks"
 
 
 def value_order(label: str) -> tuple:
