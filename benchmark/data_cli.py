@@ -15,7 +15,9 @@ def data_parser() -> argparse.ArgumentParser:
         "on disk, its split sizes (and those of its fixed split) and its size on disk; nothing is "
         "downloaded. prepare: fetch what is missing and decode every split once into the "
         "prepared store DATA_ROOT/prepared/<name>/, which runs then read (resumable: a killed "
-        "prepare continues). verify: recompute a prepared store's split sizes, class counts and "
+        "prepare continues); prepare --sequence offline instead builds that sequence's "
+        "DATA_ROOT/<stem>.npz archives and its ResNet-20 checkpoint from public sources. "
+        "verify: recompute a prepared store's split sizes, class counts and "
         "SHA-256 fingerprints and compare them with what prepare recorded and with the fixed "
         "splits; one line per mismatch on stderr, exit 2.",
     )
@@ -38,7 +40,7 @@ def data_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="prepare: write the store again even when it is complete (the repair for a store "
-        "that verify or a run reports broken)",
+        "that verify or a run reports broken; with --sequence offline: build the archives again)",
     )
     a(
         "--workers",
@@ -61,6 +63,11 @@ def data_command(argv: list[str]) -> int:
         root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
         if args.names and args.sequence:
             raise CFBenchError("give dataset names or --sequence, not both")
+        if args.action == "prepare" and args.sequence == "offline":
+            from tasks.offline_build import prepare_offline  # public sources -> <stem>.npz
+
+            prepare_offline(root, args.force)
+            return 0
         names = args.names
         if not names:
             sequence = get_sequence(args.sequence or "5tasks")
