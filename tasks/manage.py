@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import CFBenchError
+from benchmark.errors import CFBenchError, DatasetMissingError
 from tasks import get_task, load_task, prepared
 from tasks.base import TaskSpec
 from tasks.data import candidate_sources, size_mismatch, stored_source
@@ -44,7 +44,10 @@ def list_rows(names: list[str], root: Path, source: str = "auto") -> list[dict]:
         try:
             data = load_task(name, root, download=False, source=source)
         except CFBenchError as error:
-            if spec.build is None:
+            if spec.build is None and not isinstance(error, DatasetMissingError):
+                # a local copy that is there but broken: prepare would not fetch it, say why
+                source_text = f"incomplete copy ({str(error).split(';')[0]})"
+            elif spec.build is None:
                 fetch = [s.kind for s in candidate_sources(spec, source) if s.kind == "hf" or
                          getattr(s, "downloadable", False)]  # fmt: skip
                 source_text = f"missing; prepare fetches it ({', '.join(fetch) or 'by hand'})"

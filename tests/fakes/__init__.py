@@ -33,16 +33,28 @@ from tests.fakes import folders, hf_formats, torchvision_archives, torchvision_f
 from tests.fakes.images import colour, decode, picture
 from tests.fakes.torchvision_formats import torchvision_checksums
 
-__all__ = ["WRITERS", "colour", "decode", "picture", "source_key", "torchvision_checksums",
-           "write_dataset"]  # fmt: skip
+__all__ = [
+    "WRITERS",
+    "colour",
+    "decode",
+    "picture",
+    "source_key",
+    "torchvision_checksums",
+    "write_dataset",
+]
 
 _TV = {
-    "cars": torchvision_archives.cars, "cifar10": torchvision_formats.cifar10,
-    "cifar100": torchvision_formats.cifar100, "dtd": torchvision_formats.dtd,
-    "eurosat": torchvision_formats.eurosat, "gtsrb": torchvision_formats.gtsrb,
-    "mnist": torchvision_formats.mnist, "svhn": torchvision_formats.svhn,
-    "imagenet": torchvision_archives.imagenet, "caltech101": torchvision_archives.caltech101,
-}  # fmt: skip
+    "cars": torchvision_archives.cars,
+    "cifar10": torchvision_formats.cifar10,
+    "cifar100": torchvision_formats.cifar100,
+    "dtd": torchvision_formats.dtd,
+    "eurosat": torchvision_formats.eurosat,
+    "gtsrb": torchvision_formats.gtsrb,
+    "mnist": torchvision_formats.mnist,
+    "svhn": torchvision_formats.svhn,
+    "imagenet": torchvision_archives.imagenet,
+    "caltech101": torchvision_archives.caltech101,
+}
 
 
 def _hf(name: str):

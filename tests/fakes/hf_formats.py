@@ -42,22 +42,58 @@ class HubRepo:
 
 # tanganke's copies also hold corrupted test variants as further splits ("contrast", ...).
 HUB = {
-    "cars": HubRepo("tanganke/stanford_cars", N.CARS, ("train", "test", "contrast"),
-                    size=None, fmt="JPEG"),
-    "cifar10": HubRepo("uoft-cs/cifar10", N.CIFAR10, config="plain_text", folder="plain_text",
-                       image="img", default=True),
+    "cars": HubRepo(
+        "tanganke/stanford_cars",
+        N.CARS,
+        splits=("train", "test", "contrast"),
+        size=None,
+        fmt="JPEG",
+    ),
+    "cifar10": HubRepo(
+        "uoft-cs/cifar10",
+        N.CIFAR10,
+        config="plain_text",
+        folder="plain_text",
+        image="img",
+        default=True,
+    ),
     "cifar100": HubRepo("tanganke/cifar100", [{"crab": "cra"}.get(n, n) for n in N.CIFAR100]),
-    "dtd": HubRepo("tanganke/dtd", N.DTD, ("train", "test", "contrast"), size=None, fmt="JPEG"),
-    "eurosat": HubRepo("timm/eurosat-rgb", N.EUROSAT, ("train", "validation", "test"),
-                       size=(64, 64), fmt="JPEG", extra={"image_id": "{split}_{i}"}),
-    "gtsrb": HubRepo("tanganke/gtsrb", None, 43, ("train", "test", "contrast"), size=None),
-    "mnist": HubRepo("ylecun/mnist", DIGIT_NAMES, config="mnist", folder="mnist",
-                     size=(28, 28), mode="L", default=True),
-    "resisc45": HubRepo("tanganke/resisc45", [n.replace("_", " ") for n in N.RESISC45],
-                        ("train", "test", "contrast"), size=(256, 256), fmt="JPEG"),
-    "svhn": HubRepo("ufldl-stanford/svhn", DIGIT_NAMES, ("train", "test", "extra"),
-                    config="cropped_digits", folder="cropped_digits"),
-}  # fmt: skip
+    "dtd": HubRepo(
+        "tanganke/dtd", N.DTD, splits=("train", "test", "contrast"), size=None, fmt="JPEG"
+    ),
+    "eurosat": HubRepo(
+        "timm/eurosat-rgb",
+        N.EUROSAT,
+        splits=("train", "validation", "test"),
+        size=(64, 64),
+        fmt="JPEG",
+        extra={"image_id": "{split}_{i}"},
+    ),
+    "gtsrb": HubRepo("tanganke/gtsrb", None, 43, splits=("train", "test", "contrast"), size=None),
+    "mnist": HubRepo(
+        "ylecun/mnist",
+        DIGIT_NAMES,
+        config="mnist",
+        folder="mnist",
+        size=(28, 28),
+        mode="L",
+        default=True,
+    ),
+    "resisc45": HubRepo(
+        "tanganke/resisc45",
+        [n.replace("_", " ") for n in N.RESISC45],
+        splits=("train", "test", "contrast"),
+        size=(256, 256),
+        fmt="JPEG",
+    ),
+    "svhn": HubRepo(
+        "ufldl-stanford/svhn",
+        DIGIT_NAMES,
+        splits=("train", "test", "extra"),
+        config="cropped_digits",
+        folder="cropped_digits",
+    ),
+}
 
 
 def _size(repo: HubRepo, y: int, k: int) -> tuple[int, int]:
@@ -71,17 +107,31 @@ def write_parquet_copy(hf: Path, name: str, per_class: int = 1, shards: int = 1)
     repo = HUB[name]
     num = len(repo.names) if repo.names else repo.classes
     label = datasets.ClassLabel(names=repo.names) if repo.names else datasets.Value("int64")
-    features = datasets.Features({repo.image: datasets.Image(), repo.label: label,
-                                  **{c: datasets.Value("string") for c in repo.extra}})  # fmt: skip
+    features = datasets.Features(
+        {
+            repo.image: datasets.Image(),
+            repo.label: label,
+            **{c: datasets.Value("string") for c in repo.extra},
+        }
+    )
     (hf / repo.folder).mkdir(parents=True, exist_ok=True)
     for split in repo.splits:
         code = SPLIT_CODES.get(split, 1)
         items = [(y, k) for k in range(per_class) for y in range(num)]  # not in class order
-        rows = {repo.image: [{"bytes": encoded(picture(code, y, k, _size(repo, y, k), repo.mode),
-                                               repo.fmt), "path": None} for y, k in items],
-                repo.label: [y for y, _ in items],
-                **{c: [v.format(split=split, i=i) for i in range(len(items))]
-                   for c, v in repo.extra.items()}}  # fmt: skip
+        rows = {
+            repo.image: [
+                {
+                    "bytes": encoded(picture(code, y, k, _size(repo, y, k), repo.mode), repo.fmt),
+                    "path": None,
+                }
+                for y, k in items
+            ],
+            repo.label: [y for y, _ in items],
+            **{
+                c: [v.format(split=split, i=i) for i in range(len(items))]
+                for c, v in repo.extra.items()
+            },
+        }
         table = datasets.Dataset.from_dict(rows, features=features)
         for s in range(shards):
             part = table.shard(shards, s, contiguous=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]  # fmt: skip
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 CIFAR100 = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
 butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
@@ -32,8 +31,18 @@ lined marbled matted meshed paisley perforated pitted pleated polka-dotted porou
 smeared spiralled sprinkled stained stratified striped studded swirly veined waffled woven
 wrinkled zigzagged""".split()
 
-EUROSAT = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-           "PermanentCrop", "Residential", "River", "SeaLake"]  # fmt: skip
+EUROSAT = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 
 # NWPU-RESISC45's folder names; the hub copy (tanganke/resisc45) spells them with spaces.
 RESISC45 = """airplane airport baseball_diamond basketball_court beach bridge chaparral church
@@ -57,8 +66,11 @@ watch water_lilly wheelchair wild_cat windsor_chair wrench yin_yang""".split()
 
 # 196 names in the Stanford Cars devkit's style and (unsorted) order, cars_meta.mat's class_names;
 # not a verbatim copy of the devkit list (no package here ships it).
-CARS = [line.strip() for line in (Path(__file__).with_name("cars_names.txt")).read_text()
-        .splitlines() if line.strip()]  # fmt: skip
+CARS = [
+    line.strip()
+    for line in (Path(__file__).with_name("cars_names.txt")).read_text().splitlines()
+    if line.strip()
+]
 
 
 @functools.cache
@@ -70,12 +82,19 @@ def imagenet() -> tuple[list[str], dict[str, tuple[str, ...]]]:
     info = Path(timm.__file__).parent / "data" / "_info"
     wnids = (info / "imagenet_synsets.txt").read_text().split()
     lemmas = dict(
-        line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text()
-        .splitlines() if "\t" in line
-    )  # fmt: skip
+        line.split("\t", 1)
+        for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines()
+        if "\t" in line
+    )
     return wnids, {w: tuple(lemmas[w].split(", ")) for w in wnids}
 
 
-for _names, _count in ((CIFAR100, 100), (CIFAR100_COARSE, 20), (DTD, 47), (RESISC45, 45),
-                       (CALTECH101, 102), (CARS, 196)):  # fmt: skip
+for _names, _count in (
+    (CIFAR100, 100),
+    (CIFAR100_COARSE, 20),
+    (DTD, 47),
+    (RESISC45, 45),
+    (CALTECH101, 102),
+    (CARS, 196),
+):
     assert len(_names) == _count == len(set(_names)), (len(_names), _count)

@@ -19,8 +19,14 @@ def _car_size(i: int) -> tuple[int, int]:
 def _annos(rows: list[tuple[str, int, tuple[int, int]]], with_class: bool = True) -> np.ndarray:
     """The devkit's ``annotations`` struct array: bbox_x1, bbox_y1, bbox_x2, bbox_y2, class
     (1-based), fname."""
-    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", *(["class"] if with_class else []),
-              "fname"]  # fmt: skip
+    fields = [
+        "bbox_x1",
+        "bbox_y1",
+        "bbox_x2",
+        "bbox_y2",
+        *(["class"] if with_class else []),
+        "fname",
+    ]
     table = np.zeros((1, len(rows)), dtype=[(f, object) for f in fields])
     for j, (fname, cls, (w, h)) in enumerate(rows):
         row = table[0, j]
@@ -51,12 +57,15 @@ def cars(folder: Path, per_class: int = 1) -> None:
             picture(code, y, k, size).save(base / f"cars_{split}" / fname, quality=90)
             rows.append((fname, y + 1, size))
         if split == "train":
-            scipy.io.savemat(base / "devkit" / "cars_train_annos.mat",
-                             {"annotations": _annos(rows)})  # fmt: skip
+            scipy.io.savemat(
+                base / "devkit" / "cars_train_annos.mat", {"annotations": _annos(rows)}
+            )
         else:
             scipy.io.savemat(base / "cars_test_annos_withlabels.mat", {"annotations": _annos(rows)})
-            scipy.io.savemat(base / "devkit" / "cars_test_annos.mat",
-                             {"annotations": _annos(rows, with_class=False)})  # fmt: skip
+            scipy.io.savemat(
+                base / "devkit" / "cars_test_annos.mat",
+                {"annotations": _annos(rows, with_class=False)},
+            )
 
 
 def _imagenet_size(y: int, k: int) -> tuple[int, int]:
@@ -77,8 +86,10 @@ def imagenet_folders(folder: Path, per_class: int = 1) -> list[str]:
                 folder / "train" / wnid / f"{wnid}_{k + 1}.JPEG", "JPEG", quality=90
             )
     # validation files are numbered in no class order: a fixed shuffle
-    order = sorted(((y, k) for k in range(per_class) for y in range(1000)),
-                   key=lambda item: (item[0] * 7919 + item[1] * 31) % 1009)  # fmt: skip
+    order = sorted(
+        ((y, k) for k in range(per_class) for y in range(1000)),
+        key=lambda item: (item[0] * 7919 + item[1] * 31) % 1009,
+    )
     for i, (y, k) in enumerate(order):
         name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
         picture(1, y, k, _imagenet_size(y, k + 1)).save(

@@ -51,8 +51,9 @@ def _record(cls: str, file: Path) -> None:
 
 
 def cifar10(folder: Path, per_class: int = 1) -> None:
-    """cifar-10-batches-py/: data_batch_1..5 and test_batch (dicts of b"data" uint8 [N, 3072]
-    channel-major rows, b"labels", b"filenames", b"batch_label"), batches.meta."""
+    """cifar-10-batches-py/: data_batch_1..5 and test_batch (pickled dicts: "data" uint8
+    [N, 3072] channel-major rows, "labels", "filenames", "batch_label"; the published files are
+    Python 2 pickles whose str keys torchvision reads with encoding="latin1"), batches.meta."""
     base = folder / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
     train = _items(10, per_class)
@@ -61,9 +62,12 @@ def cifar10(folder: Path, per_class: int = 1) -> None:
     for file, items in parts.items():
         split = "test" if file == "test_batch" else "train"
         rows = _pixels(split, items).transpose(0, 3, 1, 2).reshape(len(items), -1)
-        batch = {b"batch_label": file.encode(), b"labels": [y for y, _ in items],
-                 b"data": rows, b"filenames": [f"{file}_{i}.png".encode()
-                                               for i in range(len(items))]}  # fmt: skip
+        batch = {
+            "batch_label": file,
+            "labels": [y for y, _ in items],
+            "data": rows,
+            "filenames": [f"{file}_{i}.png" for i in range(len(items))],
+        }
         (base / file).write_bytes(pickle.dumps(batch, protocol=2))
         _record("CIFAR10", base / file)
     meta = {"num_cases_per_batch": 10000, "label_names": N.CIFAR10, "num_vis": 3072}
@@ -72,17 +76,20 @@ def cifar10(folder: Path, per_class: int = 1) -> None:
 
 
 def cifar100(folder: Path, per_class: int = 1) -> None:
-    """cifar-100-python/: train and test (b"data", b"fine_labels", b"coarse_labels", ...) and
+    """cifar-100-python/: train and test ("data", "fine_labels", "coarse_labels", ...) and
     meta (fine_label_names, coarse_label_names)."""
     base = folder / "cifar-100-python"
     base.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         items = _items(100, per_class)
         rows = _pixels(split, items).transpose(0, 3, 1, 2).reshape(len(items), -1)
-        batch = {b"filenames": [f"{split}_{i}.png".encode() for i in range(len(items))],
-                 b"batch_label": f"{split}ing batch 1 of 1".encode(),
-                 b"fine_labels": [y for y, _ in items],
-                 b"coarse_labels": [y % 20 for y, _ in items], b"data": rows}  # fmt: skip
+        batch = {
+            "filenames": [f"{split}_{i}.png" for i in range(len(items))],
+            "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": [y for y, _ in items],
+            "coarse_labels": [y % 20 for y, _ in items],
+            "data": rows,
+        }
         (base / split).write_bytes(pickle.dumps(batch, protocol=2))
         _record("CIFAR100", base / split)
     meta = {"fine_label_names": N.CIFAR100, "coarse_label_names": N.CIFAR100_COARSE}
@@ -102,8 +109,9 @@ def mnist(folder: Path, per_class: int = 1) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, split in (("train", "train"), ("t10k", "test")):
         labels = [y for y, _ in _items(10, per_class)]
-        pixels = np.stack([np.full((28, 28), grey(SPLIT_CODES[split], y), np.uint8)
-                           for y in labels])  # fmt: skip
+        pixels = np.stack(
+            [np.full((28, 28), grey(SPLIT_CODES[split], y), np.uint8) for y in labels]
+        )
         (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(pixels)))
         labels_idx = _idx(np.array(labels, np.uint8))
         (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels_idx))
@@ -162,7 +170,8 @@ def dtd(folder: Path, per_class: int = 1) -> None:
     lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for y, cls in enumerate(N.DTD):
         (data / "images" / cls).mkdir(parents=True, exist_ok=True)
-        for code, split in enumerate(lists):
+        for split in lists:  # val images encode split 2, test ones split 1
+            code = {"train": 0, "val": 2, "test": 1}[split]
             for k in range(per_class):
                 name = f"{cls}_{code * 100 + k + 1:04d}.jpg"
                 size = (300 + (13 * y) % 340, 300 + (29 * y + 7 * code) % 340)
@@ -194,12 +203,16 @@ def torchvision_checksums():
 
     with contextlib.ExitStack() as stack:
         for cls in (CIFAR10, CIFAR100):
-            meta = {**cls.meta, "md5": WRITTEN_MD5.get((cls.__name__, cls.meta["filename"]),
-                                                       cls.meta["md5"])}  # fmt: skip
+            meta = {
+                **cls.meta,
+                "md5": WRITTEN_MD5.get((cls.__name__, cls.meta["filename"]), cls.meta["md5"]),
+            }
             stack.enter_context(mock.patch.object(cls, "meta", meta))
             stack.enter_context(mock.patch.object(cls, "train_list", swap(cls, cls.train_list)))
             stack.enter_context(mock.patch.object(cls, "test_list", swap(cls, cls.test_list)))
-        split_list = {s: [url, f, WRITTEN_MD5.get(("SVHN", f), md5)]
-                      for s, (url, f, md5) in SVHN.split_list.items()}  # fmt: skip
+        split_list = {
+            s: [url, f, WRITTEN_MD5.get(("SVHN", f), md5)]
+            for s, (url, f, md5) in SVHN.split_list.items()
+        }
         stack.enter_context(mock.patch.object(SVHN, "split_list", split_list))
         yield
