@@ -177,3 +177,15 @@ def test_an_hf_copy_missing_a_split_is_listed_as_incomplete_not_fetchable(tmp_pa
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1, err
     assert "is incomplete (no files for split 'validation': data/validation-*)" in lines[0]
+
+
+def test_the_caltech101_fake_is_what_torchvisions_class_reads(tmp_path):
+    """No registered dataset yet (the offline sequence builder reads it): 101 categories, the
+    background folder dropped, labels in sorted folder order."""
+    from torchvision.datasets import Caltech101
+
+    write_dataset(tmp_path, "caltech101", "torchvision")
+    data = Caltech101(tmp_path / "caltech101")
+    assert len(data) == 101 and data.categories == N.CALTECH101[1:]
+    img, y = data[100]
+    assert decode(img)[1] == y == 100 and data.categories[y] == "yin_yang"
