@@ -200,7 +200,7 @@ def _gtsrb_group(rows) -> list[list[tuple[str, tuple[int, ...]]]]:
     return per_class
 
 
-def _gtsrb_load(item: tuple[str, tuple[int, ...]]) -> np.ndarray:
+def gtsrb_load(item: tuple[str, tuple[int, ...]]) -> np.ndarray:
     path, (x1, y1, x2, y2) = item
     image = _open(Path(path))
     w, h = image.size
@@ -224,8 +224,8 @@ def gtsrb_read(folder: Path) -> Pool:
     test_rows = _gtsrb_rows(base / "GT-final_test.csv", base / "GTSRB" / "Final_Test" / "Images")
     return Pool(
         list(GTSRB_SIGNNAMES),
-        Split(_gtsrb_group(train_rows), _gtsrb_load),
-        Split(_gtsrb_group(test_rows), _gtsrb_load),
+        Split(_gtsrb_group(train_rows), gtsrb_load),
+        Split(_gtsrb_group(test_rows), gtsrb_load),
     )
 
 

@@ -41,14 +41,15 @@ def fetch_checkpoint(
     root: Path,
     force: bool = False,
     log: Callable[[str], None] = print,
-    url: str = RESNET20_URL,
-    sha256: str = RESNET20_SHA256,
-    name: str = RESNET20,
+    url: str | None = None,
+    sha256: str | None = None,
 ) -> dict:
-    """Put the checkpoint ``name`` in ``weights_folder(root)`` (a file there with the right
-    SHA-256 is kept) and return its provenance record. A file of another SHA-256 is refused:
-    one already there unless ``force``, a downloaded one always (nothing is written)."""
-    path = weights_folder(root) / name
+    """Put the checkpoint at ``url`` (default: the ResNet-20's release) in
+    ``weights_folder(root)`` as ``RESNET20`` (a file there with the right SHA-256 is kept) and
+    return its provenance record. A file of another SHA-256 is refused: one already there
+    unless ``force``, a downloaded one always (nothing is written)."""
+    url, sha256 = url or RESNET20_URL, sha256 or RESNET20_SHA256
+    path = weights_folder(root) / RESNET20
     record = {
         "file": str(path),
         "url": url,
@@ -67,7 +68,7 @@ def fetch_checkpoint(
                 "delete it or pass --force to fetch it again"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{name}.part")
+    part = path.with_name(f".{RESNET20}.part")
     log(f"weights: fetching {url}")
     try:
         _download(url, part)
