@@ -18,6 +18,9 @@ from tasks.synthetic import ArrayImages
 PREFIX = "npz:"
 KEYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 TEMPLATES = ("a photo of a {}.", "an image of a {}.")
+# the offline sequence's archives: tasks/offline_build.py makes them from public sources
+OFFLINE_STEMS = ("mnist", "gtsrb", "dtd10", "cifar10", "caltech101")
+OFFLINE_HINT = "; or build it: run_benchmark.py data prepare --sequence offline --data-root FOLDER"
 
 
 def _images(array: np.ndarray, file: Path, key: str) -> np.ndarray:
@@ -35,6 +38,7 @@ def load_npz(file: Path, name: str) -> TaskData:
         raise DatasetMissingError(
             f"dataset '{name}': {file} not found; put {file.name} (arrays "
             f"{', '.join(KEYS)}) in {file.parent} or pass --data-root FOLDER that holds it"
+            + (OFFLINE_HINT if file.stem in OFFLINE_STEMS else "")
         )
     with np.load(file, allow_pickle=False) as d:
         missing = [k for k in KEYS if k not in d]

@@ -281,3 +281,14 @@ def test_cli_end_to_end_then_load_task(tmp_path, monkeypatch, capsys):
     assert gtsrb.classnames[14] == "Stop" and len(gtsrb.test) == 86
     assert main(argv) == 0  # everything in place: nothing is built or fetched again
     assert capsys.readouterr().out.count("; kept") == 6
+
+
+def test_missing_archive_names_the_prepare_command(tmp_path):
+    from tasks import npz
+
+    assert list(npz.OFFLINE_STEMS) == offline_build.offline_stems() == STEMS
+    with pytest.raises(CFBenchError, match="data prepare --sequence offline"):
+        load_task("npz:dtd10", tmp_path, download=False)
+    with pytest.raises(CFBenchError) as other:
+        load_task("npz:usps", tmp_path, download=False)  # not one this command builds
+    assert "prepare" not in str(other.value)
