@@ -43,10 +43,15 @@ def perf_command(argv: list[str]) -> int:
     from benchmark.errors import CFBenchError
 
     try:
+        if args.gpu_check or args.gpu_check_device:
+            from benchmark.perf.gpu_check import gpu_check_command
+
+            return gpu_check_command(args)
         from benchmark.perf import PerfConfig, run_perf
         from strategies import STRATEGIES
 
-        run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k != "debug"}), STRATEGIES)
+        skip = ("debug", "gpu_check", "gpu_check_device")
+        run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k not in skip}), STRATEGIES)
         return 0
     except CFBenchError as error:
         return print_user_error(error, args.debug)

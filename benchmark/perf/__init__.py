@@ -84,36 +84,12 @@ def resolved(cfg: PerfConfig, device: torch.device) -> PerfConfig:
 
 def run_perf(cfg: PerfConfig, strategies: Mapping, log=print) -> dict:
     """Measure, print the table, write the JSON to ``cfg.out``; returns what it wrote."""
-    from benchmark.model.encoder import build_encoder
-    from benchmark.pipeline import TensorPipeline
-    from benchmark.trainer import resolve_device
-    from tasks import get_sequence
-
     validate(cfg)
     started = time.perf_counter()
     path = Path(cfg.out).expanduser()
     if path.is_dir():  # said before minutes of measuring, not after
         raise CFBenchError(f"--out {path} is a folder; give the JSON file to write")
-    sequence = get_sequence(cfg.sequence)
-    device = resolve_device(cfg.device)
-    cfg = resolved(cfg, device)
-    root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
-    plan = plan_datasets(sequence, cfg.size, root)
-    torch.manual_seed(0)
-    encoder = build_encoder(cfg.model, "none")
-    encoder.module.to(device)
-    pipeline = TensorPipeline.from_transforms(encoder.train_transform, encoder.eval_transform)
-    if pipeline is None:
-        raise CFBenchError(f"perf: {cfg.model}'s transforms are not ones the device pipeline runs")
-    bench = M.Bench(
-        encoder,
-        pipeline,
-        device,
-        cfg.batch_size,
-        cfg.steps,
-        autocast_dtype(cfg.precision, device),
-        strategies,
-    )
+    cfg, plan, bench = setup(cfg, strategies)
     try:
         out = measure(cfg, bench, plan)
     except torch.cuda.OutOfMemoryError:
@@ -131,7 +107,31 @@ def run_perf(cfg: PerfConfig, strategies: Mapping, log=print) -> dict:
     return out
 
 
-def _buffers(plan: list[DatasetShape]) -> dict:
+def setup(cfg: PerfConfig, strategies: Mapping) -> tuple[PerfConfig, list[DatasetShape], M.Bench]:
+    """The config with its device-dependent defaults filled in, the sequence's datasets, and
+    the Bench every measurement shares (the encoder with random weights on its device)."""
+    from benchmark.model.encoder import build_encoder
+    from benchmark.pipeline import TensorPipeline
+    from benchmark.trainer import resolve_device
+    from tasks import get_sequence
+
+    sequence = get_sequence(cfg.sequence)
+    device = resolve_device(cfg.device)
+    cfg = resolved(cfg, device)
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
+    plan = plan_datasets(sequence, cfg.size, root)
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg.model, "none")
+    encoder.module.to(device)
+    pipeline = TensorPipeline.from_transforms(encoder.train_transform, encoder.eval_transform)
+    if pipeline is None:
+        raise CFBenchError(f"perf: {cfg.model}'s transforms are not ones the device pipeline runs")
+    autocast = autocast_dtype(cfg.precision, device)
+    bench = M.Bench(encoder, pipeline, device, cfg.batch_size, cfg.steps, autocast, strategies)
+    return cfg, plan, bench
+
+
+def synthetic_buffers(plan: list[DatasetShape]) -> dict:
     """One synthetic image buffer per stored resolution, bounded in count and bytes."""
     out = {}
     for d in plan:
@@ -185,7 +185,7 @@ def rates(cfg: PerfConfig, bench: M.Bench, plan: list[DatasetShape]) -> dict:
     the first task's, and trainer rates per strategy and resolution of its tasks."""
     tasks = [d for d in plan if d.role == "task"]
     first = tasks[0]
-    buffers = _buffers(plan)
+    buffers = synthetic_buffers(plan)
     task_res: dict = {}  # resolution -> the first task stored at it
     for d in tasks:
         task_res.setdefault(d.resolution, d)

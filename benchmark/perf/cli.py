@@ -78,5 +78,28 @@ def _setup(a) -> None:
         help="only for datasets whose split sizes are not registered (.npz files): the folder "
         "holding them (default: $CFBENCH_DATA, else ~/.cache/cfbench/data)",
     )
-    a("--out", default="perf.json", help="JSON file written (default: perf.json)")
+    a(
+        "--out",
+        default=argparse.SUPPRESS,  # perf's own default (perf.json) or --gpu-check's folder
+        help="JSON file written; with --gpu-check, the folder written "
+        "(default: perf.json; with --gpu-check, results/gpu-check)",
+    )
     a("--debug", action="store_true", help="show full tracebacks for errors")
+    _gpu_check(a)
+
+
+def _gpu_check(a) -> None:
+    a(
+        "--gpu-check",
+        action="store_true",
+        help="on a machine with one GPU and no datasets, in at most 8 minutes: this command at "
+        "the 5tasks sizes in bf16 with torch.compile off and on, and the offline sequence's ft "
+        "and ldifs runs (seed 0) in bf16 and fp32 when --data-root (default: ../shared/data "
+        "beside the repository) holds its .npz files and ../weights its checkpoint; writes "
+        "OUT/gpu-check.json and the table OUT/gpu-check.md. Takes only --out and --data-root",
+    )
+    a(
+        "--gpu-check-device",
+        choices=["cuda", "cpu"],
+        help="for tests: cpu runs the whole --gpu-check on CPU at tiny sizes (default: cuda)",
+    )
