@@ -212,7 +212,7 @@ def _entry(spec: ArchiveSpec, root: Path, path: Path, sha: str, arrays: dict, co
         "bytes": path.stat().st_size,
         "source": source.origin,
         "urls": list(source.urls),
-        "revision": f"torchvision {torchvision.__version__} (MD5-checked archives)",
+        "revision": f"torchvision {torchvision.__version__} (it checks MD5s of what it downloads)",
         "raw_folder": str(root / source.folder),
         "procedure": PROCEDURE,
         "per_class": _counts_record(counts),
