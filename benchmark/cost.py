@@ -8,7 +8,8 @@ uninterrupted one (less the work lost to the interruption, which is not counted)
 
 GFLOPs are the encoder's, counted once per run with ``torch.utils.flop_counter`` on one image
 (forward; forward + backward for training); frozen reference forwards of LDIFS and LwF are
-counted as forwards. Heads, losses, optimiser updates and EWC's Fisher pass are not counted.
+counted as forwards. Heads, losses, optimiser updates and EWC's Fisher pass are not counted, nor
+are the text tower's FLOPs (its prompts are counted, and its seconds are the ``text`` phase).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-PHASES = ("train", "features", "probe")  # seconds also has "wall": the stage's whole time
-COUNTS = ("images_trained", "images_encoded", "reference_forwards")
+# "text": zero-shot class weights from prompts (benchmark/model/text.py); "wall": the stage's
+# whole time. Entries written before "text" and "prompts_encoded" existed count them as 0.
+PHASES = ("train", "features", "probe", "text")
+COUNTS = ("images_trained", "images_encoded", "reference_forwards", "prompts_encoded")
 
 
 def _entry() -> dict:
@@ -90,7 +93,7 @@ class Cost:
 
     def summary(self) -> dict:
         """Totals over the stages (metrics.json "cost"), with the per-stage entries."""
-        total = {k: sum(s[k] for s in self.stages) for k in COUNTS}
+        total = {k: sum(s.get(k, 0) for s in self.stages) for k in COUNTS}
         seconds = {p: round(sum(s["seconds"].get(p, 0.0) for s in self.stages), 3)
                    for p in (*PHASES, "wall")}  # fmt: skip
         out = {**total, "seconds": seconds, "per_stage": self.stages}

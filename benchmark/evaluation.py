@@ -62,13 +62,14 @@ class EvalDataset:
     zs_weight: torch.Tensor | None = None  # [C, D] zero-shot class weights (CLIP only)
 
 
-def eval_datasets(sequence, data: dict[str, TaskData], encoder) -> list[EvalDataset]:
-    """The sequence's tasks then controls, with zero-shot class weights when the encoder has a
-    text tower (``sequence``: tasks.SequenceSpec; ``encoder``: benchmark.model.encoder.Encoder)."""
+def eval_datasets(
+    sequence, data: dict[str, TaskData], zero_shot: dict[str, torch.Tensor]
+) -> list[EvalDataset]:
+    """The sequence's tasks then controls (``sequence``: tasks.SequenceSpec), with their zero-shot
+    class weights where ``zero_shot`` has them (benchmark/model/text.py; empty: no text tower)."""
     out = []
     for name in list(sequence.tasks) + list(sequence.controls):
-        d, is_task = data[name], name in sequence.tasks
-        zs = encoder.text.class_weights(d.classnames, d.templates) if encoder.text else None
+        d, is_task, zs = data[name], name in sequence.tasks, zero_shot.get(name)
         out.append(EvalDataset(name, "task" if is_task else "control",
                                sequence.tasks.index(name) if is_task else None, d, zs))  # fmt: skip
     return out

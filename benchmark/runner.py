@@ -101,7 +101,6 @@ class Stages:
         s, done = self.s, self.progress
         done.stage = resume.stage if resume else None
         try:
-            s.cost.start()
             first = self.restore(resume) if resume else self.start()
             for t in range(first, len(epochs)):
                 s.trainer.train_task(s.stream.train_stream[t], epochs[t])

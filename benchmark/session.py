@@ -20,6 +20,7 @@ from benchmark.feeding import choose_pipeline, device_loaders, load_data
 from benchmark.model.encoder import Encoder, build_encoder, image_size
 from benchmark.model.heads import MultiTaskClassifier, build_heads, choose_head_init
 from benchmark.model.lp_init import LPInitPlugin
+from benchmark.model.text import zero_shot_weights
 from benchmark.pipeline import TensorPipeline
 from benchmark.probe.features import FeaturePass
 from benchmark.probe.splits import subsample
@@ -126,12 +127,14 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
         encoder.text.to(device)
     # On the training device before the plugins are built: their copies (a pretrained anchor,
     # a restored LwF teacher) must live where the model trains.
-    heads = build_heads(encoder, tasks, setup.head_init)
+    cost = Cost(device)  # its clock starts now: stage 0's wall includes the prompts
+    zero_shot = zero_shot_weights(encoder.text, setup.data, cost)  # every dataset's, once
+    task_weights = [zero_shot.get(name) for name in setup.sequence.tasks]
+    heads = build_heads(encoder, tasks, setup.head_init, task_weights)
     model = MultiTaskClassifier(encoder.module, heads).to(device)
-    evals = eval_datasets(setup.sequence, setup.data, encoder)
+    evals = eval_datasets(setup.sequence, setup.data, zero_shot)
     if encoder.text is not None:
-        encoder.text.to("cpu")  # only needed for the heads: free the GPU for training
-    cost = Cost(device)
+        encoder.text.to("cpu")  # only needed for the class weights: free the GPU for training
     cost.flops = flops_per_image(encoder.module, image_size(encoder), device)
     features = FeaturePass(device, cfg.probe.batch_size or FeaturePass.default_batch(device),
                            default_workers(cfg.train, device), setup.pipeline,

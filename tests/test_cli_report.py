@@ -30,13 +30,19 @@ def test_report_shows_what_the_runs_cost_mean_over_seeds(tmp_path):
 
     from tests.test_report import write_run
 
-    spent = {0: (100, 40, 2.5, 10.0), 1: (100, 60, 3.5, 14.0)}  # trained, encoded, GFLOPs, wall
-    for seed, (trained, encoded, gflops, wall) in spent.items():
+    # trained, encoded, GFLOPs, text seconds, wall
+    spent = {0: (100, 40, 2.5, 4.0, 10.0), 1: (100, 60, 3.5, 6.0, 14.0)}
+    for seed, (trained, encoded, gflops, text, wall) in spent.items():
         folder = write_run(tmp_path, "ft", seed, LP[("ft", 0)])
         metrics = json.loads((folder / "metrics.json").read_text())
-        metrics["cost"] = {"images_trained": trained, "images_encoded": encoded,
-                           "gflops": gflops, "seconds": {"train": 1.0, "features": 2.0,
-                                                         "probe": 3.0, "wall": wall}}  # fmt: skip
+        seconds = {"train": 1.0, "features": 2.0, "probe": 3.0, "text": text, "wall": wall}
+        metrics["cost"] = {
+            "images_trained": trained,
+            "images_encoded": encoded,
+            "prompts_encoded": 875,
+            "gflops": gflops,
+            "seconds": seconds,
+        }
         (folder / "metrics.json").write_text(json.dumps(metrics))
     write_run(tmp_path, "l2sp", 0, LP[("ft", 0)])  # no cost recorded: left out of the cost table
     assert main(["report", str(tmp_path)]) == 0
@@ -47,5 +53,5 @@ def test_report_shows_what_the_runs_cost_mean_over_seeds(tmp_path):
     text = (tmp_path / "report" / "report.md").read_text()
     assert (
         "## Cost" in text
-        and "| `smoke` | `ft` | 2 | 100 | 50 | 3 | 1.0 | 2.0 | 3.0 | 12.0 |" in text
+        and "| `smoke` | `ft` | 2 | 100 | 50 | 875 | 3 | 1.0 | 2.0 | 3.0 | 5.0 | 12.0 |" in text
     )

@@ -13,12 +13,11 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.errors import CFBenchError
@@ -26,35 +25,10 @@ from benchmark.model.resnet_cifar import DEPTHS as RESNET_DEPTHS
 from benchmark.model.resnet_cifar import MEAN as RESNET_MEAN
 from benchmark.model.resnet_cifar import STD as RESNET_STD
 from benchmark.model.resnet_cifar import ResNetCifar, load_checkpoint
+from benchmark.model.text import TextTower
 
 MODEL_CONFIGS = Path(__file__).parent / "configs"
 TINY_MODELS = ("cfbench-tiny-vit",)
-
-
-class TextTower:
-    """Frozen CLIP text side: builds zero-shot class weights from class names and templates."""
-
-    def __init__(self, clip_model: nn.Module, tokenizer: Callable, logit_scale: float):
-        self.model = clip_model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.logit_scale = logit_scale
-
-    @torch.no_grad()
-    def class_weights(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        """[C, D] rows: per class, mean of the L2-normalised template embeddings, re-normalised."""
-        if not templates:  # a mean over no prompts is NaN, which would only show in training
-            raise ValueError("no prompt templates to build zero-shot class weights from")
-        device = next(self.model.parameters()).device
-        rows = []
-        for name in classnames:
-            tokens = self.tokenizer([t.format(name) for t in templates]).to(device)
-            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            rows.append(F.normalize(emb.mean(dim=0), dim=0))
-        return torch.stack(rows)
-
-    def to(self, device: torch.device) -> TextTower:
-        self.model.to(device)
-        return self
 
 
 @dataclass(frozen=True)

@@ -145,12 +145,11 @@ def lp_heads_for_all(head_init: str | None, model_name: str) -> bool:
     return head_init == "lp" or (head_init is None and not has_text_tower(model_name))
 
 
-def build_heads(encoder: Encoder, tasks: Sequence, head_init: str) -> list[CosineHead]:
-    """Zero-shot heads from the text tower, or all-zero heads that LPInitPlugin fits per task."""
+def build_heads(
+    encoder: Encoder, tasks: Sequence, head_init: str, zero_shot: Sequence[torch.Tensor | None]
+) -> list[CosineHead]:
+    """Zero-shot heads (``zero_shot``: each task's class weights, from benchmark/model/text.py),
+    or all-zero heads that LPInitPlugin fits per task."""
     if head_init == "zs":
-        return [
-            CosineHead(encoder.text.class_weights(d.classnames, d.templates).cpu(),
-                       scale=encoder.text.logit_scale)
-            for d in tasks
-        ]  # fmt: skip
+        return [CosineHead(w, scale=encoder.text.logit_scale) for w in zero_shot]
     return [CosineHead(torch.zeros(d.num_classes, encoder.embed_dim)) for d in tasks]

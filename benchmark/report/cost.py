@@ -11,10 +11,19 @@ import pandas as pd
 
 from benchmark.report.runs import Run
 
-COUNTS = (("images_trained", "images trained"), ("images_encoded", "images encoded"),
-          ("gflops", "GFLOPs"))  # fmt: skip
-SECONDS = (("train", "train s"), ("features", "features s"), ("probe", "probe s"),
-           ("wall", "wall s"))  # fmt: skip
+COUNTS = (
+    ("images_trained", "images trained"),
+    ("images_encoded", "images encoded"),
+    ("prompts_encoded", "prompts encoded"),
+    ("gflops", "GFLOPs"),
+)
+SECONDS = (
+    ("train", "train s"),
+    ("features", "features s"),
+    ("probe", "probe s"),
+    ("text", "text s"),
+    ("wall", "wall s"),
+)
 
 
 def run_cost(run: Run) -> dict | None:
