@@ -120,8 +120,13 @@ def offline_figures(entry: dict) -> dict:
     except (OSError, ValueError):
         return {"run_dir": str(folder)}
     lp = m["lp"]
+    try:
+        used = json.loads((folder / "config.json").read_text()).get("precision_used")
+    except (OSError, ValueError):
+        used = None
     return {
         "run_dir": str(folder),
+        "precision_used": used,  # of fine-tuning and feature extraction (LDIFS: fp32 anyway)
         "final_avg_acc": lp["final_avg_acc"],
         "delta_lp_controls": lp["delta_lp_controls"],
         "delta_lp_controls_se": lp.get("delta_lp_controls_se"),
