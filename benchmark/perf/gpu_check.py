@@ -125,7 +125,8 @@ def offline_missing(data_root: Path) -> str | None:
     return (
         f"put {', '.join(names)} in {data_root} (--data-root) and {weights} in "
         f"{data_root.resolve().parent / 'weights'} (or $CFBENCH_WEIGHTS), e.g. ../shared/data "
-        "and ../shared/weights"
+        "and ../shared/weights (the archives can also be built where their sources download: "
+        "run_benchmark.py data prepare --sequence offline)"
     )
 
 
@@ -292,7 +293,11 @@ def gpu_check_command(args: argparse.Namespace, log=print) -> int:
     if out.is_file():
         raise CFBenchError(f"--out {out} is a file; perf --gpu-check writes into a folder")
     check = Check(device, out, _data_root(args.data_root))
-    return run_check(check, log=log)
+    try:
+        return run_check(check, log=log)
+    except KeyboardInterrupt:  # the running part was stopped with its process group
+        print(f"gpu-check: interrupted; nothing written to {out}/gpu-check.json", file=sys.stderr)
+        return 130
 
 
 def _data_root(given: str | None) -> Path:
