@@ -47,7 +47,7 @@ def perf_command(argv: list[str]) -> int:
             from benchmark.perf.gpu_check import gpu_check_command
 
             return gpu_check_command(args)
-        from benchmark.perf import PerfConfig, run_perf
+        from benchmark.perf.run import PerfConfig, run_perf
         from strategies import STRATEGIES
 
         skip = ("debug", "gpu_check", "gpu_check_device")

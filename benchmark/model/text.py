@@ -11,7 +11,8 @@ positions after the longest prompt's end token cannot change the result: ``encod
 leaves them out. That is the same arithmetic on the positions kept (only the order of float sums
 in the attention may differ: 2.6e-6 on features of size 4 for a random ViT-B-32;
 tests/test_text.py compares it with ``encode_text``, tests/test_openai_clip.py with OpenAI's
-code) and about five times faster for prompts of 15-20 tokens. Models of another layout go through ``encode_text``.
+code) and about five times faster for prompts of 15-20 tokens. Models of another layout go
+through ``encode_text``.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from pathlib import Path
 from benchmark.config import default_data_root
 from benchmark.errors import CFBenchError
 from benchmark.io import write_atomic
-from benchmark.perf import PerfConfig
 from benchmark.perf.gpu_check_report import part_figures, render_table
+from benchmark.perf.run import PerfConfig
 
 BUDGET_S = 480  # the whole check, parent process included
 RESERVE_S = 20  # the check's own start (imports), summary and writing

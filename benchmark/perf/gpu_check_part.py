@@ -22,9 +22,9 @@ from pathlib import Path
 
 from benchmark.errors import CFBenchError, print_user_error
 from benchmark.io import write_atomic
-from benchmark.perf import STRATEGIES, PerfConfig, header, setup, synthetic_buffers, validate
 from benchmark.perf.measure import eval_rate, pipeline_rate, trainer_rate
 from benchmark.perf.plan import DatasetShape
+from benchmark.perf.run import STRATEGIES, PerfConfig, header, setup, synthetic_buffers, validate
 
 
 def job_order(plan: list[DatasetShape], pipeline: bool) -> list[tuple[str, str]]:
