@@ -24,6 +24,7 @@ from benchmark.model.text import zero_shot_weights
 from benchmark.pipeline import TensorPipeline
 from benchmark.probe.features import FeaturePass
 from benchmark.probe.splits import subsample
+from benchmark.protocol import off_protocol
 from benchmark.row0_cache import Row0Cache
 from benchmark.strategy_api import Resolved, StrategyContext
 from benchmark.streams import build_stream
@@ -39,7 +40,7 @@ from tasks.templates import template_records
 # "source" only says where to look: the data itself is compared as config.json's "data".
 EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
                   "sequence", "strategy_args", "cache", "run_name", "selection",
-                  "test_images")  # fmt: skip
+                  "test_images", "off_protocol")  # fmt: skip
 EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("train", "compile"),
                          ("probe", "batch_size"))  # fmt: skip
 
@@ -94,6 +95,8 @@ def prepare(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log) -> 
         # The prompt set of each zero-shot head (tasks/templates.py); None: no text tower.
         "templates": template_records(data) if encoder.text is not None else None,
         "selection": selected_args(sequence, cfg),
+        # Protocol settings this run changed (benchmark/protocol.py); the report marks it.
+        "off_protocol": off_protocol(cfg, sequence.defaults),
         "test_images": {n: len(subsample(len(d.test), cfg.probe.max_test_samples))
                         for n, d in data.items()}}  # fmt: skip
     return Setup(cfg, sequence, strategy, data, encoder, head_init, device, pipeline, epochs,

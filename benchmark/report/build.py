@@ -33,45 +33,21 @@ import pandas as pd
 from benchmark.errors import CFBenchError
 from benchmark.io import write_atomic
 from benchmark.metrics import HEADLINE
-from benchmark.report.aggregate import aggregate_seeds, least_forgetting
+from benchmark.report.aggregate import aggregate_seeds
 from benchmark.report.cost import cost_section
 from benchmark.report.figures import run_figures, sequence_figures
+from benchmark.report.ranking import forgets_least_sentence, off_protocol_text
 from benchmark.report.runs import REPORT_DIR, Run, check_sequences, discover_runs, per_run_table
 from benchmark.report.seeds import seeds_section
 from benchmark.report.selection import selection_markdown, selection_table
 from benchmark.report.tables import (
-    DECIMALS,
     columns_legend,
-    format_number,
     latex_table,
     markdown_table,
     table_keys,
 )
 
 MARKER = ".cfbench-report"
-
-
-def forgets_least_sentence(sequence: str, table: pd.DataFrame) -> str:
-    """One sentence naming the strategy with the highest mean delta-LP on controls."""
-    winners, key = least_forgetting(table, DECIMALS)
-    what = "controls" if key == "delta_lp_controls_mean" else "past tasks"
-    if table.empty:
-        return f"No complete run of `{sequence}` to rank."
-    if not winners:
-        return f"No strategy on `{sequence}` can be ranked: it has no controls and no past tasks."
-    value = table.set_index("strategy").loc[winners[0], key]
-    names = " and ".join(f"`{w}`" for w in winners)
-    if len(table) == 1:
-        return (
-            f"On `{sequence}` only {names} was run, so it forgets least by default "
-            f"(mean ΔLP on {what}: {format_number(value)} points)."
-        )
-    note = "" if what == "controls" else "; the sequence has no controls"
-    verb = "forgets" if len(winners) == 1 else "tie as the strategies that forget"
-    return (
-        f"On `{sequence}`, {names} {verb} least: highest mean ΔLP on {what} "
-        f"({format_number(value)} points{note}; ties broken by lower forgetting)."
-    )
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -115,6 +91,25 @@ def _selection_section(runs: Sequence[Run], out: Path) -> list[str]:
             "Also as [CSV](selection.csv).", ""]  # fmt: skip
 
 
+def _off_protocol_lines(runs: Sequence[Run]) -> list[str]:
+    """Under the comparison table: the rows whose runs were made off the protocol, and how."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.sequence, run.strategy), []).append(run)
+    lines = []
+    for (sequence, strategy), members in groups.items():
+        changed = off_protocol_text(members)
+        if changed:
+            lines.append(f"- `{sequence}` `{strategy}`: {changed}")
+    if not lines:
+        return []
+    head = (
+        "**Off the protocol.** These rows come from runs that changed settings of their "
+        "sequence's protocol; their numbers test the code and are not benchmark results:"
+    )
+    return [head, "", *lines, ""]
+
+
 def _report_head(n_runs: int, results_dir: Path, md_table: str) -> list[str]:
     """The title, what the report was made from, and the comparison table."""
     return [
@@ -146,7 +141,7 @@ def _sequence_section(
         f"Tasks in training order: {', '.join(f'`{t}`' for t in first.tasks)}. "
         f"Controls: {', '.join(f'`{c}`' for c in first.controls) or 'none'}.",
         "",
-        forgets_least_sentence(sequence, table[table["sequence"] == sequence]),
+        forgets_least_sentence(sequence, table[table["sequence"] == sequence], seq_runs),
         "",
     ]
     noise = seeds_section(seq_runs)
@@ -183,6 +178,7 @@ def build_report(results_dir: Path, out: Path, formats: Sequence[str] = ("png",)
             )
     table, md_table = _write_tables(runs, out)
     lines = _report_head(len(runs), results_dir, md_table)
+    lines += _off_protocol_lines([r for r in runs if r.complete])
     lines += _selection_section(runs, out)
     costs, cost_lines = cost_section(runs)
     if cost_lines:

@@ -36,6 +36,9 @@ class Run:
     # The stages the run measures (None: every one, 0..T). A soup of runs that kept only their
     # last checkpoint measures rows 0 and T (config.json "soup" "stages"; benchmark/soup/).
     stages: list[int] | None = None
+    # The protocol settings the run changed (config.json "off_protocol", benchmark/protocol.py;
+    # None: a run written before cfbench recorded it).
+    off_protocol: list[str] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -97,6 +100,7 @@ def load_run(folder: Path) -> Run:
         controls=controls,
         records=records,
         stages=_soup_stages(folder),
+        off_protocol=_config(folder).get("off_protocol"),
     )
 
 
@@ -109,6 +113,15 @@ def is_complete(folder: Path) -> bool:
         return load_run(folder).complete
     except CFBenchError:
         return False
+
+
+def _config(folder: Path) -> dict:
+    """The run's config.json ({} when it has none or it cannot be read)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _soup_stages(folder: Path) -> list[int] | None:

@@ -34,7 +34,8 @@ BASELINE = "ft"
 
 
 def run_values(run: Run) -> dict[str, float]:
-    """The run's table metrics, its delta-LP per control, and the controls' delta-LP SE."""
+    """The run's table metrics, its delta-LP per control, and the binomial SE of its delta-LP on
+    the controls and on the past tasks."""
     values = run.metrics()
     lp = run.matrix("lp").reindex(index=range(len(run.tasks) + 1), columns=run.columns)
     r = lp.to_numpy(float)
@@ -42,11 +43,12 @@ def run_values(run: Run) -> dict[str, float]:
     for name, d in zip(run.columns, delta, strict=True):
         values[f"delta:{name}"] = float(d)
     sizes = _test_images(run)
-    se = float("nan")
+    se = past = float("nan")
     if sizes and all(c in sizes for c in run.columns):
         per = metrics.delta_lp_se(r, len(run.tasks), np.array([sizes[c] for c in run.columns]))
         se = metrics.mean_se(per[len(run.tasks) :])
-    values["delta_lp_controls_se"] = se
+        past = metrics.mean_se(per[: len(run.tasks) - 1])  # tasks j < T
+    values["delta_lp_controls_se"], values["delta_lp_past_tasks_se"] = se, past
     return values
 
 
