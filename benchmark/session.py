@@ -20,7 +20,7 @@ from benchmark.feeding import choose_pipeline, device_loaders, load_data
 from benchmark.model.encoder import Encoder, build_encoder, image_size
 from benchmark.model.heads import MultiTaskClassifier, build_heads, choose_head_init
 from benchmark.model.lp_init import LPInitPlugin
-from benchmark.model.text import zero_shot_weights
+from benchmark.model.text import TextCache, zero_shot_weights
 from benchmark.pipeline import TensorPipeline
 from benchmark.probe.features import FeaturePass
 from benchmark.probe.splits import subsample
@@ -124,6 +124,22 @@ class Session:
     cost: Cost  # images, FLOPs and seconds per stage (metrics.json "cost")
 
 
+def text_cache(setup: Setup, cache: Row0Cache | None) -> TextCache | None:
+    """Zero-shot class weights of earlier runs: ``text/`` in the pretrained-row cache's folder
+    (off with it), keyed by the text tower's weights and activation (benchmark/model/text.py)."""
+    text = setup.encoder.text
+    if text is None or cache is None or cache.folder is None:
+        return None
+    context = {
+        "model": setup.cfg.model,
+        "text_weights": weights_digest(text.model),
+        "quick_gelu": setup.config["quick_gelu"],
+        "device": setup.device.type,
+        "torch": torch.__version__,
+    }
+    return TextCache(cache.folder / "text", context)
+
+
 def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     cfg, encoder, device, tasks = setup.cfg, setup.encoder, setup.device, setup.tasks
     if encoder.text is not None:
@@ -131,7 +147,8 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     # On the training device before the plugins are built: their copies (a pretrained anchor,
     # a restored LwF teacher) must live where the model trains.
     cost = Cost(device)  # its clock starts now: stage 0's wall includes the prompts
-    zero_shot = zero_shot_weights(encoder.text, setup.data, cost)  # every dataset's, once
+    texts = text_cache(setup, cache)
+    zero_shot = zero_shot_weights(encoder.text, setup.data, cost, texts)  # each dataset's, once
     task_weights = [zero_shot.get(name) for name in setup.sequence.tasks]
     heads = build_heads(encoder, tasks, setup.head_init, task_weights)
     model = MultiTaskClassifier(encoder.module, heads).to(device)

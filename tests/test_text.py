@@ -5,11 +5,12 @@ run encodes every dataset's prompts once, counted in its cost."""
 import json
 
 import open_clip
+import pandas as pd
 import pytest
 import torch
 
 from benchmark.cost import Cost
-from benchmark.model.text import TextTower, encode_prompts, zero_shot_weights
+from benchmark.model.text import TextCache, TextTower, encode_prompts, zero_shot_weights
 from run_benchmark import main
 from tasks import get_sequence, load_task
 from tasks.base import TaskData
@@ -80,7 +81,9 @@ def test_zero_shot_weights_count_prompts_and_time_as_the_text_phase(tiny_encoder
     assert zero_shot_weights(None, data, cost) == {}
 
 
-def test_a_run_encodes_each_datasets_prompts_once_and_reports_them(tmp_path, monkeypatch):
+def test_a_run_encodes_each_datasets_prompts_once_and_the_next_run_reads_them(
+    tmp_path, monkeypatch
+):
     calls = []
     original = TextTower.class_weights
 
@@ -89,17 +92,43 @@ def test_a_run_encodes_each_datasets_prompts_once_and_reports_them(tmp_path, mon
         return original(self, classnames, templates, progress)
 
     monkeypatch.setattr(TextTower, "class_weights", counting)
-    argv = ["--sequence", "smoke", "--epochs", "1", "--out", str(tmp_path), "--strategy", "ft"]
-    assert main([*argv, "--probe-max-train", "40", "--probe-max-test", "40"]) == 0
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    probes = ["--probe-max-train", "40", "--probe-max-test", "40"]
+    argv = ["--sequence", "smoke", "--epochs", "1", "--strategy", "ft", *cache, *probes]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     # smoke: 3 tasks + 1 control, each encoded once (heads and evaluation share them)
     assert len(calls) == 4 and len(set(calls)) == 4
-    folder = next(tmp_path.glob("smoke/ft/seed*"))
-    cost = json.loads((folder / "metrics.json").read_text())["cost"]
+    first = _cost(tmp_path / "a")
     smoke = get_sequence("smoke")
     datasets = [load_task(n, tmp_path) for n in (*smoke.tasks, *smoke.controls)]
-    assert cost["prompts_encoded"] == sum(len(d.classnames) * len(d.templates) for d in datasets)
-    assert 0 < cost["seconds"]["text"] <= cost["seconds"]["wall"]
+    assert first["prompts_encoded"] == sum(len(d.classnames) * len(d.templates) for d in datasets)
+    assert 0 < first["seconds"]["text"] <= first["seconds"]["wall"]
     # encoded before stage 0, inside its wall time
-    assert cost["per_stage"][0]["seconds"]["text"] == pytest.approx(
-        cost["seconds"]["text"], abs=1e-3
+    assert first["per_stage"][0]["seconds"]["text"] == pytest.approx(
+        first["seconds"]["text"], abs=1e-3
     )
+    assert len(list((tmp_path / "cache" / "text").glob("*.pt"))) == 4
+
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0  # the same text tower: all cached
+    assert len(calls) == 4 and _cost(tmp_path / "b")["prompts_encoded"] == 0
+    zs = [_records(tmp_path / run).query("kind == 'zs'") for run in ("a", "b")]
+    pd.testing.assert_frame_equal(zs[0], zs[1])
+
+
+def _cost(out):
+    return json.loads(next(out.glob("smoke/ft/seed*/metrics.json")).read_text())["cost"]
+
+
+def _records(out):
+    return pd.read_csv(next(out.glob("smoke/ft/seed*/records.csv")))
+
+
+def test_the_cache_key_changes_with_the_templates_and_the_tower(tmp_path):
+    data = TaskData("a", [], [], ["x", "y"], ("a {}.",))
+    cache = TextCache(tmp_path, {"model": "m", "text_weights": "w1"})
+    cache.put(data, torch.ones(2, 4))
+    torch.testing.assert_close(cache.get(data), torch.ones(2, 4))
+    assert cache.get(TaskData("a", [], [], ["x", "y"], ("the {}.",))) is None
+    assert TextCache(tmp_path, {"model": "m", "text_weights": "w2"}).get(data) is None
+    cache.file(data).write_bytes(b"truncated")  # unreadable: recomputed, not an error
+    assert cache.get(data) is None

@@ -3,7 +3,9 @@
 A run needs each dataset's zero-shot class weights twice, for the task heads (``--head-init zs``)
 and for the evaluation's ``zs`` records, and builds them once (``zero_shot_weights``), timed as
 the cost's ``text`` phase with the number of prompts encoded. The 5tasks sequence encodes about
-4,300 prompts (its tasks and controls, with the published template sets).
+4,300 prompts (its tasks and controls, with the published template sets), 10tasks about 84,000
+(ImageNet's 80 templates). They depend on the text tower alone, so every strategy and seed of
+a sequence shares them: ``TextCache`` keeps them beside the pretrained-row cache.
 
 CLIP pads every prompt to a 77-token context. Its text transformer masks attention causally and
 pools the features at the end-of-text token (open_clip's ``text_pool_type == "argmax"``), so the
@@ -17,8 +19,12 @@ through ``encode_text``.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.cost import Cost, timed
+from benchmark.io import write_atomic
 
 PROMPT_BATCH = 256  # prompts per forward
 
@@ -104,19 +111,78 @@ def _shortened_context(model: nn.Module, keep: int):
         model.positional_embedding, model.attn_mask = position, mask
 
 
+class TextCache:
+    """Zero-shot class weights of earlier runs, in ``folder`` (None: off), one file per dataset.
+
+    The weights depend only on the text tower (``context``: the model, a digest of its weights and
+    its activation, the device type and torch version) and the dataset's class names and
+    templates; every strategy and seed of a sequence shares them. The key is a SHA-256 of all of
+    it, so an entry is never reused for other inputs; entries are written atomically."""
+
+    def __init__(self, folder: Path | None, context: dict):
+        self.folder, self.context = folder, context
+
+    def file(self, data) -> Path | None:
+        if self.folder is None:
+            return None
+        blob = {
+            **self.context,
+            "classnames": list(data.classnames),
+            "templates": list(data.templates),
+        }
+        key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{key}.pt"
+
+    def get(self, data) -> torch.Tensor | None:
+        file = self.file(data)
+        try:
+            return torch.load(file, weights_only=True) if file else None
+        except Exception:  # noqa: BLE001 - absent, truncated or foreign: recompute it
+            return None
+
+    def put(self, data, weights: torch.Tensor) -> None:
+        file = self.file(data)
+        if file is None:
+            return
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(file, buffer.getvalue())
+        except OSError:  # a read-only cache: the run goes on without it
+            pass
+
+
 def zero_shot_weights(
-    text: TextTower | None, datasets: Mapping, cost: Cost | None = None
+    text: TextTower | None,
+    datasets: Mapping,
+    cost: Cost | None = None,
+    cache: TextCache | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every dataset's zero-shot class weights ([C, D], on the CPU), encoded once, with a
-    progress bar over the prompts; ``datasets``: name -> TaskData. Empty without a text tower.
-    The time goes to ``cost``'s ``text`` phase and the count to its ``prompts_encoded``."""
+    """Every dataset's zero-shot class weights ([C, D], on the CPU): from ``cache`` where it has
+    them, else encoded once, with a progress bar over the prompts; ``datasets``: name ->
+    TaskData. Empty without a text tower. The encoding time goes to ``cost``'s ``text`` phase and
+    the prompts encoded to its ``prompts_encoded``."""
     if text is None:
         return {}
-    total = sum(len(d.classnames) * len(d.templates) for d in datasets.values())
-    weights = {}
-    with timed(cost, "text"), tqdm(total=total, desc="zero-shot prompts", unit="prompt") as bar:
-        for name, data in datasets.items():
+    cache = cache or TextCache(None, {})
+    weights = {name: cache.get(data) for name, data in datasets.items()}
+    todo = {name: data for name, data in datasets.items() if weights[name] is None}
+    total = sum(len(d.classnames) * len(d.templates) for d in todo.values())
+    if not todo:
+        return weights
+    bar = tqdm(
+        total=total,
+        desc="zero-shot prompts",
+        unit="prompt",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )  # off when stderr is no terminal
+    with timed(cost, "text"), bar:
+        for name, data in todo.items():
             weights[name] = text.class_weights(data.classnames, data.templates, bar).cpu()
+            cache.put(data, weights[name])
     if cost is not None:
         cost.count("prompts_encoded", total)
     return weights
