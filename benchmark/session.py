@@ -9,6 +9,7 @@ the evaluation, the trainer and the stream (docs/design.md section 2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -30,7 +31,7 @@ from benchmark.strategy_api import Resolved, StrategyContext
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer, default_workers, resolve_device
 from benchmark.vrf.evaluator import build_evaluator as build_vrf
-from tasks import SequenceSpec, TaskData
+from tasks import SequenceSpec, TaskData, load_task
 from tasks.templates import template_records
 
 # Settings that change where and how fast a run executes, not its numbers: a resumed run may
@@ -164,7 +165,9 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     )
     train_datasets = [e.dataset for e in stream.train_stream]
     context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks, features,
-                              train_datasets)  # fmt: skip
+                              train_datasets, [setup.data[n] for n in setup.sequence.controls],
+                              partial(load_task, root=cfg.data_root, download=cfg.download,
+                                      source=cfg.source))  # fmt: skip
     plugins = setup.strategy(context)  # built from the pretrained model, before any restore
     lp_init = any(isinstance(p, LPInitPlugin) for p in plugins)  # LP-FT fits the heads itself
     if setup.head_init == "lp" and not lp_init:

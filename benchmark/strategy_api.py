@@ -39,6 +39,11 @@ class StrategyContext:
     # Each task's training dataset as the stream holds it (index = task; replay's memory indexes
     # these, so a restored memory points at the same images). None outside a run (perf).
     train_datasets: Sequence | None = None
+    # The run's controls (TaskData), and a loader of any dataset the registry knows by name with
+    # the run's data root, download and source settings (ZSCL's reference data). Empty / None
+    # outside a run.
+    controls: Sequence = ()
+    load_dataset: Callable[[str], Any] | None = None
 
 
 @dataclass(frozen=True)

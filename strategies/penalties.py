@@ -3,6 +3,8 @@
 - ``l2sp_penalty``: sum_i ||theta_i - theta0_i||^2 (L2-SP, Li et al. 2018, arXiv:1802.01483).
 - ``ldifs_distance``: the LDIFS feature-space distance (Mukhoti et al. 2023, arXiv:2308.13320).
 - ``interpolate``: (1 - a) theta_0 + a theta_ft (WiSE-FT, Wortsman et al. 2022, arXiv:2109.01903).
+- ``distillation_kl``, ``zscl_distillation``, ``feature_mse``, ``weight_average``: ZSCL's
+  reference-data distillation and weight ensemble (Zheng et al. 2023, arXiv:2303.06628).
 """
 
 from __future__ import annotations
@@ -95,4 +97,61 @@ def interpolate(
             out[key] = (1.0 - a) * theta0[key].to(ft) + a * ft
         else:
             out[key] = ft.clone()
+    return out
+
+
+def distillation_kl(
+    teacher: torch.Tensor, student: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)), in float32.
+
+    The official ZSCL code takes the cross-entropy of the same distributions, which is this plus
+    the teacher's entropy (a constant): the same gradients, but 0 when the student matches."""
+    t = F.log_softmax(teacher.float() / temperature, dim=1)
+    s = F.log_softmax(student.float() / temperature, dim=1)
+    return (t.exp() * (t - s)).sum(dim=1).mean() * temperature**2
+
+
+def zscl_distillation(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    texts: torch.Tensor,
+    scale: float,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZSCL's two distillation terms on a reference batch: ``student`` and ``teacher`` image
+    features [B, D] and the reference texts' embeddings [K, D]; every row is L2-normalised and
+    logits = scale * image . text ([B, K]). Returns (image term: each image's softmax over the
+    K texts; text term: each text's softmax over the B images), both ``distillation_kl``."""
+    texts = F.normalize(texts.float(), dim=-1)
+    z_s = scale * F.normalize(student.float(), dim=-1) @ texts.T
+    z_t = scale * F.normalize(teacher.float(), dim=-1) @ texts.T
+    return distillation_kl(z_t, z_s, temperature), distillation_kl(z_t.T, z_s.T, temperature)
+
+
+def feature_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean over (B, D) of (normalize(student) - normalize(teacher))^2 (rows L2-normalised): the
+    image-feature term of the official ZSCL code (its ``--feature_mse``, ``nn.MSELoss``)."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    return (s - t).pow(2).mean()
+
+
+@torch.no_grad()
+def weight_average(
+    average: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor], count: int
+) -> dict[str, torch.Tensor]:
+    """The running mean of ``count`` models in ``average`` with one more: (average * count +
+    current) / (count + 1) for floating-point entries (other entries from ``current``). An
+    element equal in both stays bit for bit, so weights that do not train never drift."""
+    if average.keys() != current.keys():
+        raise ValueError("the two state dicts have different keys")
+    if count < 1:
+        raise ValueError(f"count must be >= 1 (models in the average), got {count}")
+    out = {}
+    for key, now in current.items():
+        if not now.is_floating_point():
+            out[key] = now.clone()
+            continue
+        old = average[key].to(now)
+        out[key] = torch.where(old == now, old, (old * count + now) / (count + 1))
     return out
