@@ -41,6 +41,23 @@ ResNet-20. At rank 8 that is 1,179,648 adapter parameters on ViT-B/32 (1.3 % of 
 ``dropout`` acts on the Linear and conv adapters' inputs (peft computes W0 x + (alpha / r)
 B A dropout(x) there); the attention's update is a weight, so dropout does not reach it.
 
+DoRA (``dora=true``): Liu, Wang, Yin, Molchanov, Wang, Cheng & Chen, "DoRA: Weight-Decomposed
+Low-Rank Adaptation", ICML 2024, arXiv:2402.09353. Every adapted weight becomes
+
+    W = m (W0 + (alpha / r) B A) / ||W0 + (alpha / r) B A||_c,
+
+||.||_c the L2 norm of each output row (the paper's columns: it writes W as in x out) and m a
+trained magnitude, one per output row, initialised to ||W0||_c, so that a task starts at W0
+exactly. As the paper's section 4.3 advises and peft implements (``use_dora=True``), the norm is
+a constant of the backward pass: its value follows B A, no gradient flows through it. The Linear
+and conv layers are peft's DoRA layers, the attention's in_proj and out_proj ``LowRankUpdate``
+with a magnitude (the same rule, tested weight by weight against the formula written by hand);
+the merge writes W. The magnitudes add one parameter per output row: 82,944 on ViT-B/32 (12
+blocks of 4 x 768 attention rows, 3,072 c_fc and 768 c_proj rows), 688 on the ResNet-20; the
+counts in ``strategy_details`` include them. With dropout, peft's DoRA layer applies the
+magnitude's correction to the dropped-out input: W0 x + (m / n - 1) W0 drop(x) + (m / n)
+(alpha / r) B A drop(x) in training, n the detached norm.
+
 Defaults: rank 8 and alpha 16 (scaling 2) are the official RoBERTa-base GLUE scripts'
 (microsoft/LoRA examples/NLU: --lora_r 8 --lora_alpha 16); dropout 0 is peft's default. Those
 scripts train at lr 4e-4 to 5e-4: the protocol's lr (1e-5 for ViT-B/32, the full-FT rate) applies
@@ -67,12 +84,13 @@ from strategies.trainable import layer_kinds, lora_count, lora_targets
 @dataclass(frozen=True)
 class Config:
     """rank 8, alpha 16: the official LoRA RoBERTa-base GLUE setting (r = 8, alpha = 16); dropout
-    0: peft's default; target_modules auto: see the module docstring."""
+    0: peft's default; target_modules auto: see the module docstring; dora off: plain LoRA."""
 
     rank: int = 8  # r, the rank of the update B A
     alpha: float = 16.0  # the update is scaled by alpha / rank
     dropout: float = 0.0  # dropout on the adapter's input (training only; Linear and conv layers)
     target_modules: str = "auto"  # comma-separated layer names, or auto (per architecture)
+    dora: bool = False  # DoRA: W = m (W0 + (alpha / r) B A) / ||W0 + (alpha / r) B A||_c
 
     def __post_init__(self):
         if self.rank < 1:
@@ -84,6 +102,8 @@ class Config:
         if self.target_modules != "auto" and not all(self.keys()):
             raise ValueError(f"target_modules must be auto or names separated by commas, got "
                              f"{self.target_modules!r}")  # fmt: skip
+        if not isinstance(self.dora, bool):
+            raise ValueError(f"dora must be true or false, got {self.dora!r}")
 
     def keys(self) -> list[str] | None:
         """The target names, or None for the architecture's default."""
@@ -95,18 +115,50 @@ class Config:
 class LowRankUpdate(nn.Module):
     """The parametrization W0 -> W0 + scaling B A of a frozen out x in weight W0, with A: r x in
     (Kaiming-uniform with a = sqrt(5), as peft and nn.Linear draw it: U(-1/sqrt(in), 1/sqrt(in)))
-    and B: out x r (zeros). The attention's adapters (see the module docstring)."""
+    and B: out x r (zeros). The attention's adapters (see the module docstring).
 
-    def __init__(self, weight: torch.Tensor, rank: int, scaling: float):
+    ``dora``: W0 -> m (W0 + scaling B A) / ||W0 + scaling B A||_c, the norm of each output row
+    treated as a constant (detached, as peft's DoRA layers do) and the magnitude m (one per row,
+    ``lora_magnitude``) starting at ||W0||_c, so that W = W0 exactly while B = 0."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, scaling: float, dora: bool = False):
         super().__init__()
         out_features, in_features = weight.shape
         self.scaling = scaling
         self.lora_A = nn.Parameter(weight.new_empty(rank, in_features))
         self.lora_B = nn.Parameter(weight.new_zeros(out_features, rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_magnitude = None
+        if dora:
+            self.lora_magnitude = nn.Parameter(row_norms(weight.detach()))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scaling * (self.lora_B @ self.lora_A)
+        adapted = weight + self.scaling * (self.lora_B @ self.lora_A)
+        if self.lora_magnitude is None:
+            return adapted
+        return (self.lora_magnitude / row_norms(adapted.detach())).unsqueeze(1) * adapted
+
+
+def row_norms(weight: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each output row of an out x in weight (DoRA's column norm ||W||_c: the
+    paper writes W as in x out), computed as peft's DoRA layers compute it."""
+    return torch.linalg.norm(weight, dim=1).to(weight.dtype)
+
+
+def dora_count(module: nn.Module, targets: list[str]) -> int:
+    """DoRA's magnitudes over the qualified ``targets``: one per output row of every adapted
+    weight (Linear: out; Conv2d: out channels; MultiheadAttention(D): 3D for in_proj, D for
+    out_proj)."""
+    total = 0
+    for target in targets:
+        layer = module.get_submodule(target)
+        if isinstance(layer, nn.MultiheadAttention):
+            total += 4 * layer.embed_dim
+        elif isinstance(layer, nn.Conv2d):
+            total += layer.out_channels
+        else:
+            total += layer.out_features
+    return total
 
 
 def attention_weights(attention: nn.MultiheadAttention) -> list[tuple[nn.Module, str]]:
@@ -126,6 +178,8 @@ class LoRAPlugin(SupervisedPlugin):
         self.encoder, self.targets, self.config, self.device = encoder, targets, config, device
         self.encoder_params = sum(p.numel() for p in encoder.parameters())
         self.adapter_params = lora_count(encoder, targets, config.rank)
+        if config.dora:
+            self.adapter_params += dora_count(encoder, targets)
         self.head_params = sum(p.numel() for p in heads.parameters())
         self.active = False  # an adapter is in the encoder (a task trains)
         self.tuner = None  # peft's LoraModel for the Linear and conv targets while a task trains
@@ -176,23 +230,26 @@ class LoRAPlugin(SupervisedPlugin):
                     lora_alpha=cfg.alpha,
                     lora_dropout=cfg.dropout,
                     target_modules=layers,
+                    use_dora=cfg.dora,
                 )
                 self.tuner = LoraModel(self.encoder, config, "default")
             for target in attentions:
                 for module, name in attention_weights(self.encoder.get_submodule(target)):
-                    update = LowRankUpdate(getattr(module, name), cfg.rank, cfg.alpha / cfg.rank)
+                    weight, scaling = getattr(module, name), cfg.alpha / cfg.rank
+                    update = LowRankUpdate(weight, cfg.rank, scaling, cfg.dora)
                     parametrize.register_parametrization(module, name, update)
                     self._parametrized.append((module, name))
         self.active = True
 
     @torch.no_grad()
     def merge(self) -> None:
-        """W0 += (alpha / r) B A for every adapted layer, then remove the adapters: the encoder
-        has its original modules, parameter names and order, and requires_grad flags again."""
+        """W0 += (alpha / r) B A for every adapted layer (DoRA: W0 <- m (W0 + (alpha / r) B A) /
+        ||W0 + (alpha / r) B A||_c), then remove the adapters: the encoder has its original
+        modules, parameter names and order, and requires_grad flags again."""
         if not self.active:
             return
         for module, name in self._parametrized:
-            # writes the parametrized value W0 + (alpha / r) B A into W0's parameter
+            # writes the parametrized value (the training forward's weight) into W0's parameter
             parametrize.remove_parametrizations(module, name, leave_parametrized=True)
         self._parametrized = []
         if self.tuner is not None:
