@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
+from benchmark.cost import timed
 from benchmark.errors import CFBenchError, DatasetMissingError
 from benchmark.probe.features import Transformed
 from strategies.anchors import frozen_copy
@@ -255,9 +256,13 @@ def build(context, config: Config) -> list:
     texts = None
     if text is not None:
         device = next(text.model.parameters()).device
-        text.to(context.device)
-        texts = text.class_weights(reference.classnames, reference.templates)
-        text.to(device)
+        cost = getattr(context.features, "cost", None)
+        with timed(cost, "text"):  # the reference prompts, counted as the run's own
+            text.to(context.device)
+            texts = text.class_weights(reference.classnames, reference.templates)
+            text.to(device)
+        if cost is not None:
+            cost.count("prompts_encoded", len(reference.classnames) * len(reference.templates))
     plugin = ZSCLPlugin(context, config, reference, texts)
     terms = (
         f"image-text logits over its {len(reference.classnames)} class prompts"

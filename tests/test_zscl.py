@@ -290,3 +290,30 @@ def test_an_unknown_reference_dataset_is_refused_in_one_line(tiny_encoder, data,
         resolve("zscl", {"ref_dataset": "nosuch"})(context)
     assert "\n" not in str(error.value)
     assert Config().ref_dataset == "auto" and Config().avg_freq == 100
+
+
+def test_micro_batches_give_the_gradient_of_the_whole_step(tiny_encoder, data, reference):
+    """The reference term is added once per optimiser step (on the first micro-batch, divided
+    by its share): the first step's gradient is the same with --micro-batch 3 as without."""
+    import dataclasses
+
+    from benchmark.streams import build_stream
+    from benchmark.trainer import Trainer
+    from tests.test_strategies import GradLog
+
+    grads = []
+    for micro in (None, 3):
+        context = make_context(tiny_encoder, data, reference)
+        train = dataclasses.replace(TRAIN, micro_batch=micro)
+        args = {"ref_dataset": reference.name, "ref_batch": 5, "feature_loss": 1.0}
+        log = GradLog()
+        plugins = [*resolve("zscl", args)(context), log]
+        trainer = Trainer(model=context.model, cfg=train, device=CPU, plugins=plugins)
+        enc = tiny_encoder
+        stream = build_stream(data, enc.train_transform, enc.eval_transform).train_stream
+        trainer.train_task(stream[0], 1)
+        assert log.batches[0] > 3  # more than one micro-batch
+        grads.append(log.grads[0])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for full, accumulated in zip(*grads, strict=True):
+        torch.testing.assert_close(accumulated, full, rtol=1e-4, atol=1e-6)
