@@ -13,6 +13,7 @@ from __future__ import annotations
 
 NAMES = ("ft", "l2sp", "ldifs", "lp_ft", "ewc", "lwf", "replay", "wise_ft", "lora", "bitfit", "vrf")
 NAMES += ("zscl",)
+NAMES += ("flyp",)
 
 _FROM_REGISTRY = (
     "STRATEGIES",

@@ -15,7 +15,21 @@ from benchmark.strategy_api import (  # noqa: F401 - the API a strategy file and
     make_config,
 )
 from benchmark.strategy_api import resolve as _resolve
-from strategies import bitfit, ewc, ft, l2sp, ldifs, lora, lp_ft, lwf, replay, vrf, wise_ft, zscl
+from strategies import (
+    bitfit,
+    ewc,
+    flyp,
+    ft,
+    l2sp,
+    ldifs,
+    lora,
+    lp_ft,
+    lwf,
+    replay,
+    vrf,
+    wise_ft,
+    zscl,
+)
 
 STRATEGIES: dict[str, StrategySpec] = {
     s.name: s
@@ -32,6 +46,7 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec("bitfit", bitfit.Config, bitfit.build),
         StrategySpec("vrf", vrf.Config, vrf.build, needs_text_tower=True),
         StrategySpec("zscl", zscl.Config, zscl.build),
+        StrategySpec("flyp", flyp.Config, flyp.build, needs_text_tower=True),
     )
 }
 

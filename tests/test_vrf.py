@@ -488,12 +488,13 @@ def test_without_a_text_tower_vrf_is_skipped_by_all_and_refused_alone(capsys, tm
                                                       "1"])  # fmt: skip
     _, cfgs = build_configs(args)
     # lp_ft is skipped too: without a text tower every strategy has LP-initialised heads
-    assert [c.strategy for c in cfgs] == [s for s in STRATEGIES if s not in ("vrf", "lp_ft")] * 2
+    needs = [s for s, spec in STRATEGIES.items() if spec.needs_text_tower]  # vrf, flyp
+    assert [c.strategy for c in cfgs] == [s for s in STRATEGIES if s not in (*needs, "lp_ft")] * 2
     out = capsys.readouterr().out.strip().splitlines()
     assert out[1] == ("skipping vrf: it needs a model with a text tower (VRF ensembles each "
                       "task's fine-tuned head with the pretrained zero-shot head) and "
                       "resnet20-cifar has none")  # fmt: skip
-    assert out[0].startswith("skipping lp_ft: ") and len(out) == 2
+    assert out[0].startswith("skipping lp_ft: ") and len(out) == 1 + len(needs)
     refusals = [(["--strategy", "vrf"], "error: strategy vrf needs a model with a text tower"),
                 (["--vrf"], "error: --vrf needs a model with a text tower")]  # fmt: skip
     for extra, words in refusals:

@@ -174,16 +174,18 @@ def requested_settings(plugins: Sequence, flag: bool) -> VRFSettings | None:
     return VRFSettings() if flag else None
 
 
-def text_tower_missing(model_name: str) -> str | None:
-    """Why a run of ``model_name`` cannot have VRF (None: it can), known before building it."""
+VRF_NEEDS = "VRF ensembles each task's fine-tuned head with the pretrained zero-shot head"
+
+
+def text_tower_missing(model_name: str, reason: str | None = VRF_NEEDS) -> str | None:
+    """Why a run of ``model_name`` cannot have VRF, or another strategy that needs a text tower
+    (``reason``: why it does; None: not said), known before building it (None: it can)."""
     from benchmark.model.encoder import has_text_tower
 
     if has_text_tower(model_name):
         return None
-    return (
-        f"needs a model with a text tower (VRF ensembles each task's fine-tuned head with the "
-        f"pretrained zero-shot head) and {model_name} has none"
-    )
+    because = f" ({reason})" if reason else ""
+    return f"needs a model with a text tower{because} and {model_name} has none"
 
 
 def skip_without_text_tower(cfg, needs_text_tower: bool, optional: bool) -> str | None:
@@ -191,7 +193,8 @@ def skip_without_text_tower(cfg, needs_text_tower: bool, optional: bool) -> str 
     skip it when it is one of ``--strategy all`` (``optional``) whose strategy needs a text tower
     the model lacks; CFBenchError (one line, with the fix) when ``--vrf`` asks for one, or the
     strategy was named on its own."""
-    why = text_tower_missing(cfg.model) if cfg.vrf or needs_text_tower else None
+    reason = VRF_NEEDS if cfg.vrf or cfg.strategy == "vrf" else None  # another: not said
+    why = text_tower_missing(cfg.model, reason) if cfg.vrf or needs_text_tower else None
     if why is None:
         return None
     if optional and not cfg.vrf:
