@@ -13,7 +13,8 @@ image and step (``template.format(class name)``, from the task's zero-shot templ
 image i's positive is its own prompt, every other prompt of the batch a negative, even one of
 the same class (the official loss is called without labels: ``torch.arange`` targets). The
 image tower, the text tower and CLIP's logit scale all train (the official optimiser takes every
-parameter of the CLIP model, with one learning rate and weight decay). The heads are the text
+parameter of the CLIP model, with one learning rate and weight decay; the LDIFS authors' baseline
+passes the scale as a number, so there it stays fixed). The heads are the text
 tower's zero-shot classifier: after each task every task's head is rebuilt from the fine-tuned
 text tower, s * (mean over templates of the normalised prompt embeddings, renormalised), as the
 official evaluation rebuilds its head after each epoch (``get_zeroshot_classifier``); the bias
@@ -31,12 +32,16 @@ the global torch RNG, which a checkpoint restores.
 
 Differences from the official code: the protocol's optimiser settings (lr, schedule, weight
 decay, grad clipping, batch size) instead of FLYP's scripts' (ImageNet: lr 1e-5, wd 0.1, batch
-512, 500 warm-up steps, 10 epochs; no grad clipping); a fresh template per image and step
-instead of a CSV holding every (image, template) pair, shuffled (each image with one random
-template per pass: the same distribution); each distinct prompt of a batch encoded once (the
-same features as encoding duplicates; the gradients sum alike); prompts encoded up to the
-batch's longest one where the text layout makes that exact (benchmark/model/text.py). Its loss
-is over the whole batch, so ``--micro-batch`` (which would split the negatives) is refused.
+512, 500 warm-up steps, 10 epochs; no grad clipping); a template drawn per image and step,
+where the official loader shuffles a CSV of every (image, template) pair and takes an epoch of
+as many batches as there are images (each image drawn comes with a uniformly random template
+there too, but an epoch may hold an image twice or not at all; here each image once); each
+distinct prompt of a batch encoded once (the same features as encoding duplicates, and the
+gradients sum alike); prompts encoded up to the batch's longest one where the text layout makes
+that exact (benchmark/model/text.py). The heads are always the text tower's: under
+``--head-init lp`` the probe heads are replaced after each task. The loss is over the whole
+batch, so ``--micro-batch`` (which would split the negatives) is refused. The cost's FLOPs count
+the image tower only (the text tower's forward and backward per prompt are not in them).
 """
 
 from __future__ import annotations
