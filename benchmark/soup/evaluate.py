@@ -93,7 +93,7 @@ def average_of(ingredients: Sequence[Ingredient], stage: int) -> dict[str, torch
         other = ingredients[error.index]
         raise CFBenchError(
             f"{other.folder} cannot be averaged with {ingredients[0].folder} at stage {stage} "
-            f"({error}); leave it out of the soup (heads of one kind: the same head "
+            f"({error}); leave it out (heads of one kind: the same head "
             "initialisation, zs or lp)"
         ) from None
 

@@ -51,12 +51,12 @@ class Ingredient:
         except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
             raise CFBenchError(
                 f"checkpoint {path} cannot be loaded ({first_line(error)}); put back an intact "
-                f"copy, or leave {self.folder} out of the soup"
+                f"copy, or leave {self.folder} out"
             ) from None
         if not isinstance(state, dict) or state.get("stage") != stage or "model" not in state:
             raise CFBenchError(
                 f"{path} is not the stage-{stage} checkpoint of a cfbench run; put back an "
-                f"intact copy, or leave {self.folder} out of the soup"
+                f"intact copy, or leave {self.folder} out"
             )
         return state["model"]
 
@@ -68,15 +68,15 @@ class Ingredient:
                 "epochs": c["sequence_spec"].get("epochs")}  # fmt: skip
 
 
-def read_ingredients(folders: Sequence[Path]) -> list[Ingredient]:
-    """Every run folder checked for a soup, in the order given. CFBenchError (one line naming
-    the folder and the fix) for fewer than 2, a folder given twice, a folder that is not a
-    finished cfbench run with its checkpoints, or runs of other sequences, other initial weights
-    or other data than the first."""
-    if len(folders) < 2:
+def read_ingredients(folders: Sequence[Path], minimum: int = 2) -> list[Ingredient]:
+    """Every run folder checked for a soup (or a merge, benchmark/merge/), in the order given.
+    CFBenchError (one line naming the folder and the fix) for fewer than ``minimum``, a folder
+    given twice, a folder that is not a finished cfbench run with its checkpoints, or runs of
+    other sequences, other initial weights or other data than the first."""
+    if len(folders) < minimum:
         raise CFBenchError(
-            f"a soup needs at least 2 run folders, got {len(folders)}; give several runs of one "
-            "sequence (e.g. other seeds or learning rates)"
+            f"a soup needs at least {minimum} run folders, got {len(folders)}; give several runs "
+            "of one sequence (e.g. other seeds or learning rates)"
         )
     out: list[Ingredient] = []
     seen: set[Path] = set()
@@ -106,7 +106,7 @@ def _check_heads(first: Ingredient, other: Ingredient, scales: Mapping[str, torc
         raise CFBenchError(
             f"the task heads of {other.folder} are {HEAD_KINDS[other_kind]}, those of "
             f"{first.folder} {HEAD_KINDS[kind]} (e.g. ft and lp_ft), which cannot be averaged; "
-            f"leave {other.folder} out of the soup"
+            f"leave {other.folder} out"
         )
     legacy = {k for k in final if is_head_scale(k)}
     if legacy != set(scales):
@@ -114,14 +114,14 @@ def _check_heads(first: Ingredient, other: Ingredient, scales: Mapping[str, torc
         raise CFBenchError(
             f"{old} was written by an earlier cfbench (heads with a separate logit scale, which "
             f"trained ~100x faster) and cannot be averaged with runs of this version; leave "
-            f"{other.folder} out of the soup, or rerun {old} with --fresh"
+            f"{other.folder} out, or rerun {old} with --fresh"
         )
     for key, ref in scales.items():
         if not torch.equal(final[key], ref):
             raise CFBenchError(
                 f"the task heads of {other.folder} have scale {_short(final[key])} ({key}), "
                 f"those of {first.folder} {_short(ref)}, which cannot be averaged; leave "
-                f"{other.folder} out of the soup"
+                f"{other.folder} out"
             )
 
 
@@ -142,8 +142,9 @@ def _read_one(folder: Path) -> Ingredient:
     except (OSError, ValueError, KeyError, TypeError):
         raise CFBenchError(f"{folder} is not a cfbench run folder (no readable config.json); "
                            f"{fix}") from None  # fmt: skip
-    if "soup" in config:
-        raise CFBenchError(f"{folder} is a soup, not a fine-tuning run; {fix}")
+    for made in ("soup", "merge"):  # made from other runs: not an ingredient
+        if made in config:
+            raise CFBenchError(f"{folder} is a {made}, not a fine-tuning run; {fix}")
     try:
         index = json.loads((folder / INDEX).read_text())
     except (OSError, ValueError):
@@ -160,14 +161,14 @@ def _read_one(folder: Path) -> Ingredient:
     if not done:
         raise CFBenchError(
             f"{folder} is not finished (stage {index.get('stage')} of {ingredient.n_tasks}); "
-            "run its command again to finish it, or leave it out of the soup"
+            "run its command again to finish it, or leave it out"
         )
     return ingredient
 
 
 def _check_same(first: Ingredient, other: Ingredient) -> None:
     a, b = first.config, other.config
-    fix = f"a soup mixes runs of one sequence from one set of weights: leave {other.folder} out"
+    fix = f"runs combine only within one sequence and set of weights: leave {other.folder} out"
     sa, sb = a["sequence_spec"], b["sequence_spec"]
     what = ("name", "tasks", "controls")
     if [sa.get(k) for k in what] != [sb.get(k) for k in what]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
         row0 = [r for r in first.final().records if r["stage"] == 0]
         results.append([{k: r[k] for k in RECORD_KEYS} for r in row0])
         results.write()
-        _evaluate_stages(session, kept, stages, name, results)
+        evaluate_stages(session, stages, name, results, lambda stage: average_of(kept, stage))
     except OutOfMemory:
         half = max(1, ev.batch_size // 2)
         raise CFBenchError(f"GPU out of memory while evaluating the soup; rerun with --force "
@@ -107,14 +107,15 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
     return folder
 
 
-def _evaluate_stages(session, kept: Sequence[Ingredient], stages: list[int], name: str,
-                     results: RunResults) -> None:  # fmt: skip
-    """Soup stage by stage: the kept ingredients' mean loaded, evaluated, its records written."""
+def evaluate_stages(session, stages: list[int], name: str, results: RunResults,
+                    state_of: Callable[[int], dict]) -> None:  # fmt: skip
+    """Stage by stage (a soup, a merge): the model state ``state_of(stage)`` loaded, evaluated,
+    its records written."""
     ev = session.evaluation
     session.cost.start()
     bar = tqdm(stages, desc=name, unit="stage", leave=False, dynamic_ncols=True, disable=None)
     for stage in bar:
-        state = average_of(kept, stage)
+        state = state_of(stage)
         session.model.load_state_dict(state)
         records = ev.evaluate(session.model, stage)
         lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records
@@ -126,17 +127,23 @@ def _evaluate_stages(session, kept: Sequence[Ingredient], stages: list[int], nam
     bar.close()
 
 
+def evaluation_settings(base: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config.json without what only its training had (a soup's, a merge's base)."""
+    drop = ("train", "strategy", "strategy_args", "strategy_config", "fresh", "keep_checkpoints",
+            "run_name", "out", "seed", "cache", "resumed")  # fmt: skip
+    config = {k: v for k, v in base.items() if k not in drop}
+    spec = base["sequence_spec"]
+    config["sequence_spec"] = {k: spec[k] for k in ("name", "tasks", "controls")}
+    return config
+
+
 def _soup_config(base: Mapping[str, Any], mode: str, out: Path, name: str, seed: int,
                  ingredients: Sequence[Ingredient], kept: Sequence[Ingredient],
                  selection: tuple[GreedySoup | None, dict | None], stages: list[int],
                  per_stage: bool) -> dict[str, Any]:  # fmt: skip
     """config.json of the soup: the evaluation settings (the first ingredient's), its name and
     seed, and the soup: mode, stages measured, ingredients (kept or not, validation accuracy)."""
-    drop = ("train", "strategy", "strategy_args", "strategy_config", "fresh", "keep_checkpoints",
-            "run_name", "out", "seed", "cache", "resumed")  # fmt: skip
-    config = {k: v for k, v in base.items() if k not in drop}
-    spec = base["sequence_spec"]
-    config["sequence_spec"] = {k: spec[k] for k in ("name", "tasks", "controls")}
+    config = evaluation_settings(base)
     greedy, selection_cost = selection
     kept_folders = [str(i.folder) for i in kept]
     entries = []
