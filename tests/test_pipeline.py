@@ -154,7 +154,9 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
     args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",
             str(cache), "--out", str(tmp_path / "out")]  # fmt: skip
     assert main([*args, "--strategy", "ft"]) == 0
-    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.iterdir())) == 4
+    # one row-0 entry per dataset (the zero-shot class weights' cache is text/ beside them)
+    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.glob("*.json"))) == 4
+    assert len(list((cache / "text").glob("*.pt"))) == 4
     calls.clear()
     assert main([*args, "--strategy", "l2sp"]) == 0
     assert not [c for c in calls if c[0] == 0]  # stage 0 entirely from the cache
@@ -164,7 +166,8 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
                                   l2sp[l2sp.stage == 0][row0].reset_index(drop=True))  # fmt: skip
     calls.clear()  # another probe subset is another key: recomputed, never reused
     assert main([*args, "--strategy", "ft", "--fresh", "--probe-max-test", "50"]) == 0
-    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.iterdir())) == 8
+    assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.glob("*.json"))) == 8
+    assert len(list((cache / "text").glob("*.pt"))) == 4  # the same prompts: reused
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "dtd10.npz").exists(), reason="../shared absent")
