@@ -5,6 +5,7 @@ python run_benchmark.py --sequence 5tasks           # the real benchmark (GPU, d
 python run_benchmark.py --sequence smoke --seeds 0 1 2   # several seeds, one run folder each
 python run_benchmark.py report results              # figures and tables from saved runs
 python run_benchmark.py soup RUN_DIR... --mode greedy   # average finished runs' weights
+python run_benchmark.py merge RUN_DIR... --method magmax  # merge their per-stage task vectors
 python run_benchmark.py select --sequence offline --strategy ldifs --grid lam=1,10,100
                                                     # a weight chosen on validation
 """
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return perf_command(argv[1:])
     if argv[:1] == ["soup"]:
         return soup_command(argv[1:])
+    if argv[:1] == ["merge"]:
+        from benchmark.merge.command import merge_command
+
+        return merge_command(argv[1:])
     if argv[:1] == ["grid"]:
         return grid_command(argv[1:])
     if argv[:1] == ["select"]:

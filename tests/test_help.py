@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "avalanche", "peft", "transformers", "pandas", "open_clip", "datasets", "ray")
-COMMANDS = ["", "report", "data", "grid", "soup", "select", "perf"]
+COMMANDS = ["", "report", "data", "grid", "soup", "merge", "select", "perf"]
 
 PROBE = """
 import sys
