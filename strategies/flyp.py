@@ -54,10 +54,9 @@ import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
-from torch.func import functional_call
 
 from benchmark.errors import CFBenchError
-from benchmark.model.text import TextTower, _can_cut
+from benchmark.model.text import TextTower, encode_prompts
 from strategies.common import cpu_state
 
 
@@ -80,33 +79,6 @@ def contrastive_loss(
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-class _EncodeText(nn.Module):
-    """``model.encode_text`` as a forward, so that ``functional_call`` can cut the context."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens)
-
-
-def encode_trainable(wrapper: _EncodeText, tokens: torch.Tensor) -> torch.Tensor:
-    """``encode_text(tokens)`` with gradients, computed on the positions up to the batch's last
-    end-of-text token where that is exact (benchmark/model/text.py): the positional embedding
-    and the causal mask are passed cut, as views of the model's own (the embedding's first rows
-    get their gradient)."""
-    model = wrapper.model
-    keep = int(tokens.argmax(dim=-1).max()) + 1  # CLIP's end-of-text id is its largest
-    if not _can_cut(model, tokens) or keep >= tokens.shape[1]:
-        return wrapper(tokens)
-    cut = {
-        "model.positional_embedding": model.positional_embedding[:keep],
-        "model.attn_mask": model.attn_mask[:keep, :keep],
-    }
-    return functional_call(wrapper, cut, (tokens[:, :keep],))
-
-
 class FLYPPlugin(SupervisedPlugin):
     """Replaces each step's loss by FLYP's contrastive loss; trains a copy of the text tower."""
 
@@ -116,7 +88,6 @@ class FLYPPlugin(SupervisedPlugin):
         self.model, self.tasks, self.grad_clip = model, tasks, grad_clip
         self.text = copy.deepcopy(text.model).to(device).requires_grad_(True)
         self.tokenizer = text.tokenizer
-        self.wrapper = _EncodeText(self.text)
         self._tokens: dict[int, torch.Tensor] = {}  # task -> [classes x templates, context]
         self.group: dict | None = None  # the copy's parameter group while a task trains
 
@@ -135,8 +106,8 @@ class FLYPPlugin(SupervisedPlugin):
 
     def before_backward(self, strategy, **kwargs):
         x, labels = strategy.mb_x, strategy.mb_y
-        last = self.model._last  # the training forward's features (MultiTaskClassifier)
-        features = last[1] if last is not None and last[0] is x else self.model.encoder(x)
+        features = self.model.training_features(x)  # the training forward's, when it ran
+        features = self.model.encoder(x) if features is None else features
         texts = self.text_features(strategy.mb_task_id, labels.cpu(), x.device)
         strategy.loss = contrastive_loss(features, texts, self.text.logit_scale.exp())
 
@@ -151,7 +122,7 @@ class FLYPPlugin(SupervisedPlugin):
         unique = {row: k for k, row in enumerate(dict.fromkeys(rows))}
         index = torch.tensor([unique[r] for r in rows], device=device)
         tokens = torch.stack([self.prompts(t)[r] for t, r in unique]).to(device)
-        return encode_trainable(self.wrapper, tokens)[index]
+        return encode_prompts(self.text, tokens)[index]
 
     def before_update(self, strategy, **kwargs):
         if self.grad_clip > 0:  # one global norm over both towers (the trainer's is then a no-op)

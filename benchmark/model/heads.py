@@ -103,10 +103,16 @@ class MultiTaskClassifier(MultiTaskModule):
         """Every known task's logits from one encoder pass: the training forward's own when ``x``
         is its batch (LwF's student term then needs no second pass through the encoder).
         Avalanche's default runs the encoder once per task."""
+        features = self.training_features(x)
+        features = self._encode(x) if features is None else features
+        return {t: self.heads[str(t)](features) for t in sorted(self.known_train_tasks_labels)}
+
+    def training_features(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The encoder's features from this training forward on the batch ``x`` (the same
+        tensor), for a loss on them without a second encoder pass; None outside one."""
         last = self._last
         reuse = last is not None and last[0] is x and self.training and torch.is_grad_enabled()
-        features = last[1] if reuse else self._encode(x)
-        return {t: self.heads[str(t)](features) for t in sorted(self.known_train_tasks_labels)}
+        return last[1] if reuse else None
 
     def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
         """Mixed-task batches (replay): encode the batch once, apply each sample's head, and pad

@@ -23,12 +23,12 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from benchmark.cost import Cost, timed
@@ -69,46 +69,55 @@ class TextTower:
         return self
 
 
+class _EncodeText(nn.Module):
+    """``model.encode_text`` as a forward, so that ``functional_call`` can cut its context."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+
 def encode_prompts(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text(tokens)``, computed on the positions up to the batch's last
-    end-of-text token where the model's layout makes that exact (module docstring)."""
-    keep = int(tokens.argmax(dim=-1).max()) + 1  # CLIP's end-of-text id is its largest
-    if not _can_cut(model, tokens) or keep >= tokens.shape[1]:
+    end-of-text token where the model's layout makes that exact (module docstring). The cut
+    positional embedding and mask are views of the model's own, passed with ``functional_call``:
+    the model is not changed, and gradients reach its weights (FLYP trains the text tower)."""
+    keep = context_kept(model, tokens)
+    if keep is None:
         return model.encode_text(tokens)
-    with _shortened_context(model, keep):
-        return model.encode_text(tokens[:, :keep])
+    cut = {
+        "model.positional_embedding": model.positional_embedding[:keep],
+        "model.attn_mask": model.attn_mask[:keep, :keep],
+    }
+    return functional_call(_EncodeText(model), cut, (tokens[:, :keep],))
 
 
-def _can_cut(model: nn.Module, tokens: torch.Tensor) -> bool:
-    """open_clip's CLIP text layout: a causal mask over the full context, argmax pooling."""
+def context_kept(model: nn.Module, tokens: torch.Tensor) -> int | None:
+    """How many context positions ``encode_prompts`` keeps: up to the batch's last end-of-text
+    token, when the model has open_clip's CLIP text layout (a causal mask over the full context,
+    argmax pooling) and that is shorter than the context; else None (the full context)."""
     mask = getattr(model, "attn_mask", None)
     position = getattr(model, "positional_embedding", None)
-    return (
+    length = tokens.shape[1]
+    layout = (
         getattr(model, "text_pool_type", None) == "argmax"
         and isinstance(mask, torch.Tensor)
         and isinstance(position, torch.Tensor)
-        and mask.shape == (tokens.shape[1], tokens.shape[1])
-        and position.shape[0] == tokens.shape[1]
+        and mask.shape == (length, length)
+        and position.shape[0] == length
         and _causal(mask)
     )
+    keep = int(tokens.argmax(dim=-1).max()) + 1  # CLIP's end-of-text id is its largest
+    return keep if layout and keep < length else None
 
 
 def _causal(mask: torch.Tensor) -> bool:
     """No position attends to a later one (every entry above the diagonal is -inf)."""
     later = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
     return bool(torch.all(mask[later] == float("-inf")))
-
-
-@contextmanager
-def _shortened_context(model: nn.Module, keep: int):
-    """The model's positional embedding and attention mask cut to ``keep`` positions."""
-    position, mask = model.positional_embedding, model.attn_mask
-    try:
-        model.positional_embedding = nn.Parameter(position[:keep], requires_grad=False)
-        model.attn_mask = mask[:keep, :keep]
-        yield
-    finally:
-        model.positional_embedding, model.attn_mask = position, mask
 
 
 class TextCache:
