@@ -2,7 +2,14 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (the README's test command runs two workers), each worker and the runs it
+# starts compute on one thread: two workers of two threads each on two cores would spin against
+# each other. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

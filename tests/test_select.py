@@ -104,9 +104,10 @@ def _final_lp_val(folder, tasks):
 
 def test_select_end_to_end(seq_file, tmp_path, capsys):
     out = tmp_path / "out"
+    cache = str(tmp_path / "cache")  # the test's own: its four runs share row 0 and prompts
     argv = ["select", "--sequence", str(seq_file), "--strategy", "l2sp", "--grid",
             "alpha=0.01,100", "--epochs", "1", "--out", str(out),
-            "--cache-dir", "none"]  # fmt: skip
+            "--cache-dir", cache]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     folders = {a: run_dir(out, "two", f"l2sp@alpha={a}", 0) for a in ("0.01", "100")}
@@ -120,17 +121,17 @@ def test_select_end_to_end(seq_file, tmp_path, capsys):
     assert chosen_by["grid"] == {"alpha": [0.01, 100]} and chosen_by["seeds"] == [0]
     for a, value in by_hand.items():
         assert chosen_by["scores"][f"alpha={a}"] == pytest.approx(value, abs=1e-4)
-    assert chosen_by["run_options"] == ["--epochs", "1", "--out", str(out), "--cache-dir", "none"]
+    assert chosen_by["run_options"] == ["--epochs", "1", "--out", str(out), "--cache-dir", cache]
     # a plain run of the sequence now uses the chosen value and says where it came from
     assert main(["--sequence", str(seq_file), "--strategy", "l2sp", "--epochs", "1", "--out",
-                 str(out), "--cache-dir", "none"]) == 0  # fmt: skip
+                 str(out), "--cache-dir", cache]) == 0  # fmt: skip
     config = json.loads((out / "two" / "l2sp" / "seed0" / "config.json").read_text())
     assert config["strategy_config"]["alpha"] == float(best)
     assert config["selection"]["grid"] == {"alpha": [0.01, 100]}
     # ... unless the command line replaces it
     assert main(["--sequence", str(seq_file), "--strategy", "l2sp", "--strategy-arg",
                  "alpha=3", "--epochs", "1", "--out", str(out / "b"),
-                 "--cache-dir", "none"]) == 0  # fmt: skip
+                 "--cache-dir", cache]) == 0  # fmt: skip
     config = json.loads((out / "b" / "two" / "l2sp" / "seed0" / "config.json").read_text())
     assert config["strategy_config"]["alpha"] == 3.0 and config["selection"] is None
 
