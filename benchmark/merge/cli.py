@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmark.soup.cli import output_options
+
 METHOD_NAMES = ("task_arithmetic", "ties", "magmax", "lines")
 
 MERGE_EPILOG = """Each RUN_DIR must be finished and made with --keep-checkpoints all (one checkpoint
@@ -74,29 +76,5 @@ def merge_parser() -> argparse.ArgumentParser:
         "per-block alpha + beta (l-1)/(L-1) instead of a single LAMBDA",
     )
     a("--name", help="the merged run's folder name (default: METHOD, METHOD-lines with --lines)")
-    a(
-        "--out",
-        help="results folder the merged run is written into (default: the one holding "
-        "the first RUN_DIR, so a report there shows it next to its runs)",
-    )
-    a(
-        "--seed",
-        type=int,
-        help="the N of the folder seed<N> (default: the smallest seed of the "
-        "runs); merging trains nothing, so it only names the folder",
-    )
-    a("--device", help="auto, cpu, cuda or cuda:N (default: the first run's)")
-    a("--data-root", help="dataset folder (default: the first run's)")
-    a(
-        "--eval-batch-size",
-        type=int,
-        metavar="N",
-        help="images per batch of the feature passes (default: the first run's)",
-    )
-    a(
-        "--force",
-        action="store_true",
-        help="replace an existing merged run folder of the same name and seed (default: refuse)",
-    )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
+    output_options(a, "the merged run", "same name and seed")
     return p

@@ -43,15 +43,22 @@ def soup_parser() -> argparse.ArgumentParser:
         "task's training never saw, final stage), start from the best, and add the next run "
         "only if the mean of the kept runs plus it scores strictly higher",
     )
+    output_options(a, "the soup", "same mode and seed")
+    return p
+
+
+def output_options(a, made: str, same: str) -> None:
+    """Where a model made from finished runs (``made``: "the soup", "the merged run") is written
+    and how it is evaluated: the options ``soup`` and ``merge`` share."""
     a(
         "--out",
-        help="results folder the soup is written into (default: the one holding the first "
-        "RUN_DIR, so a report there shows the soup next to its ingredients)",
+        help=f"results folder {made} is written into (default: the one holding the first "
+        "RUN_DIR, so a report there shows it next to its runs)",
     )
     a(
         "--seed",
         type=int,
-        help="the N of the soup's folder seed<N>; a soup trains nothing, so it only names the "
+        help=f"the N of the folder seed<N> of {made}; it trains nothing, so this only names the "
         "folder (default: the smallest seed of the runs)",
     )
     a("--device", help="auto, cpu, cuda or cuda:N (default: the first run's)")
@@ -66,7 +73,6 @@ def soup_parser() -> argparse.ArgumentParser:
     a(
         "--force",
         action="store_true",
-        help="replace an existing soup folder of the same mode and seed (default: refuse)",
+        help=f"replace an existing folder of {made} of the {same} (default: refuse)",
     )
     a("--debug", action="store_true", help="show full tracebacks for errors")
-    return p
