@@ -11,9 +11,21 @@ strategy API) is loaded from registry.py on first use.
 
 from __future__ import annotations
 
-NAMES = ("ft", "l2sp", "ldifs", "lp_ft", "ewc", "lwf", "replay", "wise_ft", "lora", "bitfit", "vrf")
-NAMES += ("zscl",)
-NAMES += ("flyp",)
+NAMES = (
+    "ft",
+    "l2sp",
+    "ldifs",
+    "lp_ft",
+    "ewc",
+    "lwf",
+    "replay",
+    "wise_ft",
+    "lora",
+    "bitfit",
+    "vrf",
+    "zscl",
+    "flyp",
+)
 
 _FROM_REGISTRY = (
     "STRATEGIES",
