@@ -92,7 +92,7 @@ def _gpu_check(a) -> None:
     a(
         "--gpu-check",
         action="store_true",
-        help="on a machine with one GPU and no datasets, in at most 8 minutes: this command at "
+        help="on a machine with one GPU and no datasets, in under 10 minutes: this command at "
         "the 5tasks sizes in bf16 with torch.compile off and on, and the offline sequence's ft "
         "and ldifs runs (seed 0) in bf16 and fp32 when --data-root (default: ../shared/data "
         "beside the repository) holds its .npz files and ../weights its checkpoint; writes "

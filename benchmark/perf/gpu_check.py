@@ -1,5 +1,5 @@
 """``run_benchmark.py perf --gpu-check``: everything the project still has to measure on a GPU, in
-one command of at most 8 minutes, on a machine with one GPU and none of the real datasets.
+one command of under 10 minutes, on a machine with one GPU and none of the real datasets.
 
 Parts, each a process of its own stopped at its time cap (benchmark/perf/gpu_check_part.py for
 perf, the run command for the offline runs):
@@ -34,10 +34,12 @@ from benchmark.io import write_atomic
 from benchmark.perf.gpu_check_report import part_figures, render_table
 from benchmark.perf.run import PerfConfig
 
-BUDGET_S = 480  # the whole check, parent process included
+BUDGET_S = 580  # the whole check, parent process included: under one device call's 10 minutes
 RESERVE_S = 20  # the check's own start (imports), summary and writing
-# seconds each part is sure to get, per device kind: (perf eager, each offline run, compiled)
-CAPS = {"cuda": (110, 45, 170), "cpu": (90, 40, 4)}
+# seconds each part is sure to get, per device kind: (perf eager, each offline run, compiled).
+# cuda: measured on an H200 (torch 2.11, 2026-12-04): perf eager 47 s, each offline run 91-102 s
+# (the probe is 90 % of it), perf compiled 103 s; results/gpu-check/README.md
+CAPS = {"cuda": (55, 100, 105), "cpu": (90, 40, 4)}
 OFFLINE_STRATEGIES = ("ft", "ldifs")
 OFFLINE_PRECISIONS = ("bf16", "fp32")
 # --gpu-check-device cpu (the tests): tiny sizes, so the whole orchestration runs in seconds
