@@ -137,8 +137,10 @@ def build_configs(args: argparse.Namespace) -> tuple:
             "strategy in the sequence YAML's strategy_args"
         )
     if args.strategy == "all" and args.run_name:
-        raise CFBenchError("--run-name names one run; with --strategy all each run is named by "
-                           "its strategy (use 'run_benchmark.py grid' for sweeps)")  # fmt: skip
+        raise CFBenchError(
+            "--run-name names one run; with --strategy all each run is named by "
+            "its strategy (use 'run_benchmark.py grid' for sweeps)"
+        )
     seeds = args.seeds if args.seeds else [args.seed]  # [None]: the config's default seed
     cfgs = []
     for seed in seeds:
@@ -196,15 +198,19 @@ def grid_command(argv: list[str]) -> int:
     try:
         file = spec.load_grid_file(Path(path)) if path else None
         values = spec.parse_values(args.grid)
-        grid = spec.build_grid(file, args.sequence, args.strategy, args.seeds, values,
-                               run_options, NAMES)  # fmt: skip
+        grid = spec.build_grid(
+            file, args.sequence, args.strategy, args.seeds, values, run_options, NAMES
+        )
         cells = grid.cells()
         folders, results = execute_cells(cells, args)
     except CFBenchError as error:
         return print_user_error(error, args.debug)
     except KeyboardInterrupt:  # the cells' folders hold what is saved; finished ones are skipped
-        print("interrupted; run the same grid command to go on (finished cells are skipped, "
-              "the interrupted one resumes)", file=sys.stderr)  # fmt: skip
+        print(
+            "interrupted; run the same grid command to go on (finished cells are skipped, "
+            "the interrupted one resumes)",
+            file=sys.stderr,
+        )
         return 130
     print(executors.summary(cells, results))
     print(f"report: python run_benchmark.py report {folders[0].parents[2]}")
@@ -219,11 +225,11 @@ def execute_cells(cells: list, args: argparse.Namespace) -> tuple[list[Path], li
     print(f"{len(cells)} runs ({args.executor})")
     if args.executor == "local":
         return folders, executors.run_local(cells, run_cell)
-    options = executors.RayOptions(args.ray_address, args.gpus_per_run, args.cpus_per_run,
-                                   args.max_retries)  # fmt: skip
+    options = executors.RayOptions(
+        args.ray_address, args.gpus_per_run, args.cpus_per_run, args.max_retries
+    )
     index = {id(c): folders[i] for i, c in enumerate(cells)}
-    return folders, executors.run_ray(cells, run_cell, options,
-                                      lambda c: index[id(c)] / "grid.log")  # fmt: skip
+    return folders, executors.run_ray(cells, run_cell, options, lambda c: index[id(c)] / "grid.log")
 
 
 def check_cells(cells: list) -> list[Path]:
@@ -240,8 +246,10 @@ def check_cells(cells: list) -> list[Path]:
             raise CFBenchError(f"grid cell {cell.label}: {error}; no cell was run") from None
         folder = run_dir(cfg.out, sequence.name, cfg.name, cfg.seed)
         if folder in folders:
-            raise CFBenchError(f"grid cells {cells[folders.index(folder)].label} and "
-                               f"{cell.label} would share {folder}")  # fmt: skip
+            raise CFBenchError(
+                f"grid cells {cells[folders.index(folder)].label} and "
+                f"{cell.label} would share {folder}"
+            )
         folders.append(folder)
     return folders
 
@@ -275,8 +283,12 @@ def run_cell(argv: list[str], log_path: str | None = None) -> dict:
         except CFBenchError as failure:
             status, error = "failed", str(failure).splitlines()[0]
             print(f"error: {error}", file=sys.stderr)
-    return {"status": status, "error": error, "seconds": time.time() - started,
-            "folder": str(folder) if folder else None}  # fmt: skip
+    return {
+        "status": status,
+        "error": error,
+        "seconds": time.time() - started,
+        "folder": str(folder) if folder else None,
+    }
 
 
 def _terminate(signum, frame):

@@ -187,12 +187,18 @@ def validate(cfg: RunConfig) -> None:
     )
     _check(cfg.head_init in (None, "zs", "lp"), f"--head-init must be zs or lp: {cfg.head_init}")
     _check(isinstance(cfg.vrf, bool), f"vrf must be true or false, got {cfg.vrf!r}")
-    _check(cfg.pipeline in ("auto", "device", "pil"),
-           f"--pipeline must be auto, device or pil, got '{cfg.pipeline}'")  # fmt: skip
-    _check(cfg.source in ("auto", "torchvision", "hf", "folder"),
-           f"--source must be auto, torchvision, hf or folder, got '{cfg.source}'")  # fmt: skip
-    _check(t.precision in ("auto", "bf16", "fp32"),
-           f"--precision must be auto, bf16 or fp32, got '{t.precision}'")  # fmt: skip
+    _check(
+        cfg.pipeline in ("auto", "device", "pil"),
+        f"--pipeline must be auto, device or pil, got '{cfg.pipeline}'",
+    )
+    _check(
+        cfg.source in ("auto", "torchvision", "hf", "folder"),
+        f"--source must be auto, torchvision, hf or folder, got '{cfg.source}'",
+    )
+    _check(
+        t.precision in ("auto", "bf16", "fp32"),
+        f"--precision must be auto, bf16 or fp32, got '{t.precision}'",
+    )
     _check(
         t.batchnorm in ("train", "frozen"), f"--batchnorm must be train or frozen: {t.batchnorm}"
     )

@@ -94,13 +94,17 @@ class Cost:
     def summary(self) -> dict:
         """Totals over the stages (metrics.json "cost"), with the per-stage entries."""
         total = {k: sum(s.get(k, 0) for s in self.stages) for k in COUNTS}
-        seconds = {p: round(sum(s["seconds"].get(p, 0.0) for s in self.stages), 3)
-                   for p in (*PHASES, "wall")}  # fmt: skip
+        seconds = {
+            p: round(sum(s["seconds"].get(p, 0.0) for s in self.stages), 3)
+            for p in (*PHASES, "wall")
+        }
         out = {**total, "seconds": seconds, "per_stage": self.stages}
         if self.flops is not None:
             fwd, train = self.flops["forward"], self.flops["train"]
-            flops = (total["images_trained"] * train
-                     + (total["images_encoded"] + total["reference_forwards"]) * fwd)  # fmt: skip
+            flops = (
+                total["images_trained"] * train
+                + (total["images_encoded"] + total["reference_forwards"]) * fwd
+            )
             out["gflops_per_image"] = {"forward": fwd / 1e9, "train": train / 1e9}
             out["gflops"] = flops / 1e9
         return out

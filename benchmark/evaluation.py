@@ -70,8 +70,15 @@ def eval_datasets(
     out = []
     for name in list(sequence.tasks) + list(sequence.controls):
         d, is_task, zs = data[name], name in sequence.tasks, zero_shot.get(name)
-        out.append(EvalDataset(name, "task" if is_task else "control",
-                               sequence.tasks.index(name) if is_task else None, d, zs))  # fmt: skip
+        out.append(
+            EvalDataset(
+                name,
+                "task" if is_task else "control",
+                sequence.tasks.index(name) if is_task else None,
+                d,
+                zs,
+            )
+        )
     return out
 
 
@@ -129,11 +136,15 @@ class MatrixEvaluation:
 
     def _row0_key(self, model: torch.nn.Module, ds: EvalDataset) -> str | None:
         head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
-        extra = {"role": ds.role, "zs": tensor_digest(ds.zs_weight), "kinds": " ".join(ROW0_KINDS),
-                 "head": tensor_digest(*(head.weight, head.bias) if head else [None]),
-                 "pipeline": "device" if self.features.pipeline else "pil",
-                 "autocast": str(self.features.autocast),
-                 "transform": repr(self.transform)}  # fmt: skip
+        extra = {
+            "role": ds.role,
+            "zs": tensor_digest(ds.zs_weight),
+            "kinds": " ".join(ROW0_KINDS),
+            "head": tensor_digest(*(head.weight, head.bias) if head else [None]),
+            "pipeline": "device" if self.features.pipeline else "pil",
+            "autocast": str(self.features.autocast),
+            "transform": repr(self.transform),
+        }
         return self.row0_cache.key(ds.name, ds.data.provenance, extra)
 
     def _note_probe(self, stage: int, name: str, result) -> None:
@@ -142,11 +153,15 @@ class MatrixEvaluation:
         where = f"note: stage {stage}, {name}: the linear probe"
         if result.c_at_edge:
             grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
-            tqdm.write(f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
-                       f"({grid}); a wider grid may score higher")  # fmt: skip
+            tqdm.write(
+                f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
+                f"({grid}); a wider grid may score higher"
+            )
         if not result.converged:
-            tqdm.write(f"{where} stopped at {self.probe.max_iter} iterations before its "
-                       f"tolerance {self.probe.tol:g}")  # fmt: skip
+            tqdm.write(
+                f"{where} stopped at {self.probe.max_iter} iterations before its "
+                f"tolerance {self.probe.tol:g}"
+            )
 
     def evaluate_dataset(
         self, model: torch.nn.Module, ds: EvalDataset, stage: int
@@ -158,11 +173,14 @@ class MatrixEvaluation:
         test_idx = subsample(len(ds.data.test), self.probe.max_test_samples)
         features = extract_features(
             encoder,
-            [Transformed(ds.data.train, self.transform, idx),
-             Transformed(ds.data.test, self.transform, test_idx),
-             Transformed(ds.data.train, self.transform, rest)],
-            desc=f"features {ds.name}", **self.features.kwargs(),
-        )  # fmt: skip
+            [
+                Transformed(ds.data.train, self.transform, idx),
+                Transformed(ds.data.test, self.transform, test_idx),
+                Transformed(ds.data.train, self.transform, rest),
+            ],
+            desc=f"features {ds.name}",
+            **self.features.kwargs(),
+        )
         n_idx, n_test = len(idx), len(test_idx)
         train_f, test_f = features[:n_idx], features[n_idx : n_idx + n_test]
         targets = np.asarray(targets_of(ds.data.train))
@@ -171,14 +189,24 @@ class MatrixEvaluation:
         with timed(self.features.cost, "probe"):
             mask = torch.as_tensor(val_mask, device=self.device)
             p = self.probe
-            result = linear_probe(train_f, train_y, mask, test_f, test_y, ds.data.num_classes,
-                                  p.c_grid, p.max_iter, tol=p.tol)  # fmt: skip
+            result = linear_probe(
+                train_f,
+                train_y,
+                mask,
+                test_f,
+                test_y,
+                ds.data.num_classes,
+                p.c_grid,
+                p.max_iter,
+                tol=p.tol,
+            )
         self._note_probe(stage, ds.name, result)
         # the whole validation split: the probe's validation part and the rest
         val_f = torch.cat([train_f[mask], features[n_idx + n_test :]])
         val_y = torch.cat([train_y[mask], torch.as_tensor(targets[rest], device=self.device)])
-        lp_val = accuracy(F.normalize(val_f.float(), dim=1), val_y, result.sweep_weight,
-                          result.sweep_bias)  # fmt: skip
+        lp_val = accuracy(
+            F.normalize(val_f.float(), dim=1), val_y, result.sweep_weight, result.sweep_bias
+        )
         out = {"lp": result.accuracy, "lp_val": lp_val, PROBE_C: result.best_c}
         if ds.zs_weight is not None:
             logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T

@@ -38,9 +38,12 @@ def choose_pipeline(cfg: RunConfig, encoder: Encoder, data: dict[str, TaskData])
     pipeline = TensorPipeline.from_transforms(encoder.train_transform, encoder.eval_transform)
     raw = [n for n, d in data.items() if not hasattr(d.train, "images")]
     if cfg.pipeline == "device" and (pipeline is None or raw):
-        why = (f"{', '.join(raw)} not in the prepared store (run 'run_benchmark.py data "
-               f"prepare {' '.join(raw)}')" if raw else
-               f"{cfg.model}'s transforms are not ones it can run on tensors")  # fmt: skip
+        why = (
+            f"{', '.join(raw)} not in the prepared store (run 'run_benchmark.py data "
+            f"prepare {' '.join(raw)}')"
+            if raw
+            else f"{cfg.model}'s transforms are not ones it can run on tensors"
+        )
         raise CFBenchError(f"--pipeline device: {why}; or use --pipeline pil")
     return None if raw else pipeline
 
@@ -48,8 +51,13 @@ def choose_pipeline(cfg: RunConfig, encoder: Encoder, data: dict[str, TaskData])
 def row0_cache(cfg: RunConfig, config: dict, device: torch.device) -> Row0Cache:
     folder = None if cfg.cache == "none" else Path(cfg.cache or cfg.data_root / "cache" / "row0")
     probe = {k: v for k, v in config["probe"].items() if k != "batch_size"}
-    context = {"model": cfg.model, "weights": config["initial_weights"], "probe": probe,
-               "device": device.type, "torch": torch.__version__}  # fmt: skip
+    context = {
+        "model": cfg.model,
+        "weights": config["initial_weights"],
+        "probe": probe,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
     return Row0Cache(folder.expanduser() if folder else None, context)
 
 
@@ -63,7 +71,15 @@ def device_loaders(tasks: list[TaskData], cfg: RunConfig, pipeline, device, trai
         def seed() -> int:  # read when each epoch starts
             return epoch_seed(cfg.seed, t, trainer.clock.train_exp_epochs)
 
-        return DeviceBatches(store.images, np.asarray(store.targets), np.asarray(split.indices), t,
-                             cfg.train.batch_size, pipeline, device, seed)  # fmt: skip
+        return DeviceBatches(
+            store.images,
+            np.asarray(store.targets),
+            np.asarray(split.indices),
+            t,
+            cfg.train.batch_size,
+            pipeline,
+            device,
+            seed,
+        )
 
     return loader

@@ -37,14 +37,24 @@ def row0_lp(encoder, data, probe, features: FeaturePass) -> float:
     """The evaluation's LP accuracy (%) of ``encoder`` on one dataset, as evaluation.py fits it."""
     idx, val_mask = probe_split(len(data.train), probe.max_train_samples)
     test_idx = subsample(len(data.test), probe.max_test_samples)
-    parts = [Transformed(data.train, encoder.eval_transform, idx),
-             Transformed(data.test, encoder.eval_transform, test_idx)]  # fmt: skip
+    parts = [
+        Transformed(data.train, encoder.eval_transform, idx),
+        Transformed(data.test, encoder.eval_transform, test_idx),
+    ]
     x = extract_features(encoder.module, parts, desc=f"features {data.name}", **features.kwargs())
     y_train = torch.as_tensor(np.asarray(targets_of(data.train))[idx])
     y_test = torch.as_tensor(np.asarray(targets_of(data.test))[test_idx])
-    result = linear_probe(x[: len(idx)].cpu(), y_train, torch.as_tensor(val_mask),
-                          x[len(idx) :].cpu(), y_test, data.num_classes, probe.c_grid,
-                          probe.max_iter, tol=probe.tol)  # fmt: skip
+    result = linear_probe(
+        x[: len(idx)].cpu(),
+        y_train,
+        torch.as_tensor(val_mask),
+        x[len(idx) :].cpu(),
+        y_test,
+        data.num_classes,
+        probe.c_grid,
+        probe.max_iter,
+        tol=probe.tol,
+    )
     return 100.0 * result.accuracy
 
 
@@ -72,34 +82,58 @@ def pipeline_rows(sequence: str, data_root: Path, device: torch.device) -> list[
     for data in datasets:
         pil = row0_lp(encoder, data, cfg.probe, FeaturePass(device, batch))
         dev = row0_lp(encoder, data, cfg.probe, FeaturePass(device, batch, pipeline=tensor))
-        rows.append({"dataset": data.name, "pil": round(pil, 2), "device": round(dev, 2),
-                     "difference": round(dev - pil, 2)})  # fmt: skip
+        rows.append(
+            {
+                "dataset": data.name,
+                "pil": round(pil, 2),
+                "device": round(dev, 2),
+                "difference": round(dev - pil, 2),
+            }
+        )
     return rows
 
 
-def probe_rows(sequence: str, data_root: Path, device: torch.device,
-               sklearn_tol: float = SKLEARN_TOL) -> list[dict]:  # fmt: skip
+def probe_rows(
+    sequence: str, data_root: Path, device: torch.device, sklearn_tol: float = SKLEARN_TOL
+) -> list[dict]:
     cfg, encoder, tensor, datasets = setup(sequence, data_root, device)
     features = FeaturePass(device, FeaturePass.default_batch(device), pipeline=tensor)
     rows = []
     for data in datasets:
-        parts = [Transformed(data.train, encoder.eval_transform),
-                 Transformed(data.test, encoder.eval_transform)]  # fmt: skip
+        parts = [
+            Transformed(data.train, encoder.eval_transform),
+            Transformed(data.test, encoder.eval_transform),
+        ]
         x = extract_features(encoder.module, parts, desc=data.name, **features.kwargs()).cpu()
         n = len(data.train)
         _, val_mask = probe_split(n, None)
-        r = probe_vs_sklearn(x[:n].numpy(), np.asarray(targets_of(data.train)), x[n:].numpy(),
-                             np.asarray(targets_of(data.test)), val_mask, cfg.probe.c_grid,
-                             sklearn_tol=sklearn_tol, device=str(device))  # fmt: skip
-        rows.append({"dataset": data.name, "train": n, "test": len(data.test),
-                     "dim": int(x.shape[1]), "classes": data.num_classes,
-                     "seconds_ours": round(r["seconds_ours"], 3),
-                     "seconds_sklearn": round(r["seconds_sklearn"], 3),
-                     "speedup": round(r["speedup"], 2),
-                     "accuracy_ours": round(100 * r["accuracy_ours"], 2),
-                     "accuracy_sklearn": round(100 * r["accuracy_sklearn"], 2),
-                     "best_c": [r["best_c_ours"], r["best_c_sklearn"]],
-                     "max_objective_gap": r["max_gap"], "sklearn_tol": sklearn_tol})  # fmt: skip
+        r = probe_vs_sklearn(
+            x[:n].numpy(),
+            np.asarray(targets_of(data.train)),
+            x[n:].numpy(),
+            np.asarray(targets_of(data.test)),
+            val_mask,
+            cfg.probe.c_grid,
+            sklearn_tol=sklearn_tol,
+            device=str(device),
+        )
+        rows.append(
+            {
+                "dataset": data.name,
+                "train": n,
+                "test": len(data.test),
+                "dim": int(x.shape[1]),
+                "classes": data.num_classes,
+                "seconds_ours": round(r["seconds_ours"], 3),
+                "seconds_sklearn": round(r["seconds_sklearn"], 3),
+                "speedup": round(r["speedup"], 2),
+                "accuracy_ours": round(100 * r["accuracy_ours"], 2),
+                "accuracy_sklearn": round(100 * r["accuracy_sklearn"], 2),
+                "best_c": [r["best_c_ours"], r["best_c_sklearn"]],
+                "max_objective_gap": r["max_gap"],
+                "sklearn_tol": sklearn_tol,
+            }
+        )
     return rows
 
 
@@ -110,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, required=True, help="folder of its datasets")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON to this file")
-    parser.add_argument("--sklearn-tol", type=float, default=SKLEARN_TOL,
-                        help=f"sklearn's tol in the probe check (default: {SKLEARN_TOL}, which "
-                        "reaches its optimum within 1e-4; sklearn's own default: 1e-4)",
-                        )  # fmt: skip
+    parser.add_argument(
+        "--sklearn-tol",
+        type=float,
+        default=SKLEARN_TOL,
+        help=f"sklearn's tol in the probe check (default: {SKLEARN_TOL}, which "
+        "reaches its optimum within 1e-4; sklearn's own default: 1e-4)",
+    )
     args = parser.parse_args(argv)
     root, device = args.data_root.expanduser(), torch.device(args.device)
     if args.check == "pipeline":

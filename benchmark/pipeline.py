@@ -119,8 +119,9 @@ class TensorPipeline:
             if self.train_resize and tuple(x.shape[-2:]) != self.size:
                 x = TF.resize(x, list(self.size), interpolation=self._mode(), antialias=True)
             return self._normalise(pad_crop(x, self.size, self.train.padding, generator))
-        boxes = rrc_boxes(len(x), x.shape[-2], x.shape[-1], self.train.scale, self.train.ratio,
-                          generator)  # fmt: skip
+        boxes = rrc_boxes(
+            len(x), x.shape[-2], x.shape[-1], self.train.scale, self.train.ratio, generator
+        )
         return self._normalise(crop_resize(x, boxes, self.size, self.interpolation))
 
 
@@ -128,8 +129,10 @@ class TensorPipeline:
 def _constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std as [1, 3, 1, 1] tensors on ``device``, made once (a copy from the host per
     batch would wait for the GPU)."""
-    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
-            torch.tensor(std, device=device).view(1, -1, 1, 1))  # fmt: skip
+    return (
+        torch.tensor(mean, device=device).view(1, -1, 1, 1),
+        torch.tensor(std, device=device).view(1, -1, 1, 1),
+    )
 
 
 def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -155,8 +158,9 @@ def rrc_boxes(n: int, height: int, width: int, scale, ratio, generator: torch.Ge
     area = height * width
     tries = 10
     target = area * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]),
-                                           generator=generator)  # fmt: skip
+    log_r = torch.empty(n, tries).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
     aspect = torch.exp(log_r)
     w = torch.sqrt(target * aspect).round()
     h = torch.sqrt(target / aspect).round()
@@ -195,8 +199,9 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size, interpolation: str) 
     theta[:, 1, 1] = bh / height
     theta[:, 1, 2] = (2 * top + bh) / height - 1
     grid = F.affine_grid(theta, [n, x.shape[1], *size], align_corners=False)
-    out = F.grid_sample(x.float(), grid, mode=interpolation, padding_mode="border",
-                        align_corners=False)  # fmt: skip
+    out = F.grid_sample(
+        x.float(), grid, mode=interpolation, padding_mode="border", align_corners=False
+    )
     return out.round().clamp(0, 255)
 
 
@@ -228,8 +233,9 @@ def to_device(rows: np.ndarray, device: torch.device) -> torch.Tensor:
     return upload(tensor, device) if device.type == "cuda" else tensor
 
 
-def batches(images: np.ndarray, index: np.ndarray, size: int, device: torch.device
-            ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:  # fmt: skip
+def batches(
+    images: np.ndarray, index: np.ndarray, size: int, device: torch.device
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(positions, uint8 batch on the device) in order, the next batch read (and sent) while the
     caller works on this one."""
     chunks = [index[i : i + size] for i in range(0, len(index), size)]
@@ -250,9 +256,17 @@ class DeviceBatches:
     run draws what an uninterrupted one does. Yields [x, y, task labels]: x and y on the device,
     the task labels on the CPU (where the trainer keeps them)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
-                 task_label: int, batch_size: int, pipeline: TensorPipeline,
-                 device: torch.device, seed_of_epoch: Callable[[], int]):  # fmt: skip
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        index: np.ndarray,
+        task_label: int,
+        batch_size: int,
+        pipeline: TensorPipeline,
+        device: torch.device,
+        seed_of_epoch: Callable[[], int],
+    ):
         # images and labels: the whole stored split; index: the positions this experience uses
         self.images, self.index = images, np.asarray(index)
         self.labels = np.asarray(labels, dtype=np.int64)  # cross-entropy takes int64 targets
@@ -265,8 +279,9 @@ class DeviceBatches:
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed_of_epoch())
         order = torch.randperm(len(self.index), generator=generator).numpy()
-        for positions, batch in batches(self.images, self.index[order], self.batch_size,
-                                        self.device):  # fmt: skip
+        for positions, batch in batches(
+            self.images, self.index[order], self.batch_size, self.device
+        ):
             x = self.pipeline.train_batch(batch, generator)
             y = upload(torch.from_numpy(self.labels[positions]), self.device)
             t = torch.full((len(y),), self.task_label)  # on the CPU, as the trainer keeps them

@@ -158,8 +158,9 @@ class RunResults:
             if m.empty or last not in m.index:
                 continue
             m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
-            out[kind] = metrics.summarize(m.to_numpy(), last, list(m.columns), kind,
-                                          n_test if kind == "lp" else None)  # fmt: skip
+            out[kind] = metrics.summarize(
+                m.to_numpy(), last, list(m.columns), kind, n_test if kind == "lp" else None
+            )
         if cost is not None:
             out["cost"] = cost
         write_json(self.folder / "metrics.json", out)
@@ -175,11 +176,18 @@ def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
     se = summary.get("delta_lp_se")
     if se:
         deltas = summary.get("delta_lp", {})
-        log("ΔLP (± binomial SE): " + "  ".join(f"{name} {deltas[name]:+.1f} ± {se[name]:.1f}"
-                                                 for name in results.columns))  # fmt: skip
-    values = "  ".join(f"{m.label} {summary.get(m.key, nan):.2f}"
-                       + (f" ± {summary['delta_lp_controls_se']:.2f}"
-                          if m.key == "delta_lp_controls" and se else "")
-                       for m in metrics.HEADLINE)  # fmt: skip
+        log(
+            "ΔLP (± binomial SE): "
+            + "  ".join(f"{name} {deltas[name]:+.1f} ± {se[name]:.1f}" for name in results.columns)
+        )
+    values = "  ".join(
+        f"{m.label} {summary.get(m.key, nan):.2f}"
+        + (
+            f" ± {summary['delta_lp_controls_se']:.2f}"
+            if m.key == "delta_lp_controls" and se
+            else ""
+        )
+        for m in metrics.HEADLINE
+    )
     log(f"{values}  ({seconds:.1f} s)")
     log(f"run folder: {results.folder}")

@@ -43,8 +43,16 @@ def data_identity(provenance: dict) -> dict | None:
     kind = "prepared" if provenance.get("format") == "prepared" else provenance.get("source")
     if kind not in CACHEABLE:
         return None
-    keys = ("source", "origin", "revision", "format", "train", "test", "labels_sha256",
-            "images_sha256")  # fmt: skip
+    keys = (
+        "source",
+        "origin",
+        "revision",
+        "format",
+        "train",
+        "test",
+        "labels_sha256",
+        "images_sha256",
+    )
     return {k: provenance.get(k) for k in keys}
 
 

@@ -47,8 +47,13 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
         store.clear()
     store.sweep()
     identity = {"sequence": sequence.name, "strategy": cfg.name, "seed": cfg.seed}
-    results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls),
-                         resume.records if resume else None)  # fmt: skip
+    results = RunResults(
+        folder,
+        identity,
+        list(sequence.tasks),
+        list(sequence.controls),
+        resume.records if resume else None,
+    )
     results.test_images = dict(setup.config["test_images"])
     if resume is None:
         results.write_config(setup.config)
@@ -110,18 +115,23 @@ class Stages:
         except NonFiniteLossError as error:
             raise CFBenchError(f"{error}; {done.saved()}") from None
         except OutOfMemory as oom:
-            raise CFBenchError(f"GPU out of memory while {oom.hint(done.rerun())} "
-                               f"({done.saved()})") from None  # fmt: skip
+            raise CFBenchError(
+                f"GPU out of memory while {oom.hint(done.rerun())} ({done.saved()})"
+            ) from None
         except torch.cuda.OutOfMemoryError:  # outside every phase (e.g. restoring a checkpoint)
-            raise CFBenchError(f"GPU out of memory; free the GPU (nvidia-smi shows what uses it) "
-                               f"and {done.rerun()} ({done.saved()})") from None  # fmt: skip
+            raise CFBenchError(
+                f"GPU out of memory; free the GPU (nvidia-smi shows what uses it) "
+                f"and {done.rerun()} ({done.saved()})"
+            ) from None
 
     def start(self) -> int:
         """Evaluate and commit stage 0; the first task to train is then task 0."""
         for p in self.s.plugins:
             if not resumable(p):
-                self.log(f"note: {plugin_name(p)} has no state_dict(); this run cannot be resumed "
-                         "once its first task is finished")  # fmt: skip
+                self.log(
+                    f"note: {plugin_name(p)} has no state_dict(); this run cannot be resumed "
+                    "once its first task is finished"
+                )
         self.commit(0, self.s.evaluation.evaluate(self.s.model, 0))
         return 0
 
@@ -132,12 +142,19 @@ class Stages:
             resume, s.model, s.plugins, s.trainer, f"checkpoint {self.store.path(resume.stage)}"
         )
         s.cost.stages = list((resume.cost or {}).get("stages", []))
-        self.results.note_resume(resume.stage, {
-            "device": str(s.trainer.device), "workers": s.trainer.workers,
-            "micro_batch": s.trainer.cfg.micro_batch,
-            "eval_batch_size": s.evaluation.batch_size})  # fmt: skip
-        self.log(f"resuming {self.results.folder} after stage {resume.stage} "
-                 f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)")  # fmt: skip
+        self.results.note_resume(
+            resume.stage,
+            {
+                "device": str(s.trainer.device),
+                "workers": s.trainer.workers,
+                "micro_batch": s.trainer.cfg.micro_batch,
+                "eval_batch_size": s.evaluation.batch_size,
+            },
+        )
+        self.log(
+            f"resuming {self.results.folder} after stage {resume.stage} "
+            f"({len(tasks) - resume.stage} of {len(tasks)} tasks left)"
+        )
         return resume.stage
 
     def commit(self, stage: int, records: list[dict]) -> None:

@@ -39,11 +39,28 @@ from tasks.templates import template_records
 # the name or path as typed; its content is compared as sequence_spec and the resolved settings.
 # "strategy_args" are the arguments as typed; they are compared by effect, as strategy_config.)
 # "source" only says where to look: the data itself is compared as config.json's "data".
-EXECUTION_ONLY = ("out", "device", "data_root", "download", "source", "fresh", "keep_checkpoints",
-                  "sequence", "strategy_args", "cache", "run_name", "selection",
-                  "test_images", "off_protocol")  # fmt: skip
-EXECUTION_ONLY_NESTED = (("train", "workers"), ("train", "micro_batch"), ("train", "compile"),
-                         ("probe", "batch_size"))  # fmt: skip
+EXECUTION_ONLY = (
+    "out",
+    "device",
+    "data_root",
+    "download",
+    "source",
+    "fresh",
+    "keep_checkpoints",
+    "sequence",
+    "strategy_args",
+    "cache",
+    "run_name",
+    "selection",
+    "test_images",
+    "off_protocol",
+)
+EXECUTION_ONLY_NESTED = (
+    ("train", "workers"),
+    ("train", "micro_batch"),
+    ("train", "compile"),
+    ("probe", "batch_size"),
+)
 
 
 def run_settings(config: dict) -> dict:
@@ -83,25 +100,34 @@ def prepare(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log) -> 
     head_init = choose_head_init(cfg.head_init, encoder, cfg.model)
     pipeline = choose_pipeline(cfg, encoder, data)
     epochs = [cfg.train.epochs or sequence.task_epochs(t) for t in sequence.tasks]
-    config = {**cfg.to_dict(), "strategy_config": strategy.settings, "head_init": head_init,
-              "pipeline": "device" if pipeline else "pil",
-              "precision_used": "bf16" if autocast_dtype(cfg.train.precision, device) else "fp32",
-              "initial_weights": weights_digest(encoder.module),
-              # The towers' activation (encoder.Activation); the digest above cannot see it.
-              "quick_gelu": bool(encoder.activation and encoder.activation.quick_gelu),
-              "sequence_spec": {
-        "name": sequence.name, "tasks": list(sequence.tasks), "controls": list(sequence.controls),
-        "epochs": dict(zip(sequence.tasks, epochs, strict=True))},
+    config = {
+        **cfg.to_dict(),
+        "strategy_config": strategy.settings,
+        "head_init": head_init,
+        "pipeline": "device" if pipeline else "pil",
+        "precision_used": "bf16" if autocast_dtype(cfg.train.precision, device) else "fp32",
+        "initial_weights": weights_digest(encoder.module),
+        # The towers' activation (encoder.Activation); the digest above cannot see it.
+        "quick_gelu": bool(encoder.activation and encoder.activation.quick_gelu),
+        "sequence_spec": {
+            "name": sequence.name,
+            "tasks": list(sequence.tasks),
+            "controls": list(sequence.controls),
+            "epochs": dict(zip(sequence.tasks, epochs, strict=True)),
+        },
         "data": {n: d.provenance for n, d in data.items()},
         # The prompt set of each zero-shot head (tasks/templates.py); None: no text tower.
         "templates": template_records(data) if encoder.text is not None else None,
         "selection": selected_args(sequence, cfg),
         # Protocol settings this run changed (benchmark/protocol.py); the report marks it.
         "off_protocol": off_protocol(cfg, sequence.defaults),
-        "test_images": {n: len(subsample(len(d.test), cfg.probe.max_test_samples))
-                        for n, d in data.items()}}  # fmt: skip
-    return Setup(cfg, sequence, strategy, data, encoder, head_init, device, pipeline, epochs,
-                 config)  # fmt: skip
+        "test_images": {
+            n: len(subsample(len(d.test), cfg.probe.max_test_samples)) for n, d in data.items()
+        },
+    }
+    return Setup(
+        cfg, sequence, strategy, data, encoder, head_init, device, pipeline, epochs, config
+    )
 
 
 def selected_args(sequence: SequenceSpec, cfg: RunConfig) -> dict | None:
@@ -157,17 +183,30 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the class weights: free the GPU for training
     cost.flops = flops_per_image(encoder.module, image_size(encoder), device)
-    features = FeaturePass(device, cfg.probe.batch_size or FeaturePass.default_batch(device),
-                           default_workers(cfg.train, device), setup.pipeline,
-                           autocast_dtype(cfg.train.precision, device), cost)  # fmt: skip
+    features = FeaturePass(
+        device,
+        cfg.probe.batch_size or FeaturePass.default_batch(device),
+        default_workers(cfg.train, device),
+        setup.pipeline,
+        autocast_dtype(cfg.train.precision, device),
+        cost,
+    )
     stream = build_stream(
         tasks, encoder.train_transform, encoder.eval_transform, cfg.train.max_train_images
     )
     train_datasets = [e.dataset for e in stream.train_stream]
-    context = StrategyContext(model, encoder, device, cfg.train, cfg.probe, tasks, features,
-                              train_datasets, [setup.data[n] for n in setup.sequence.controls],
-                              partial(load_task, root=cfg.data_root, download=cfg.download,
-                                      source=cfg.source))  # fmt: skip
+    context = StrategyContext(
+        model,
+        encoder,
+        device,
+        cfg.train,
+        cfg.probe,
+        tasks,
+        features,
+        train_datasets,
+        [setup.data[n] for n in setup.sequence.controls],
+        partial(load_task, root=cfg.data_root, download=cfg.download, source=cfg.source),
+    )
     plugins = setup.strategy(context)  # built from the pretrained model, before any restore
     lp_init = any(isinstance(p, LPInitPlugin) for p in plugins)  # LP-FT fits the heads itself
     if setup.head_init == "lp" and not lp_init:
@@ -180,10 +219,12 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     if cfg.train.compile:  # in place (parameter names stay), after the FLOP count (eager ops)
         encoder.module.compile()  # and the plugins' hooks (compiled at the first forward)
     task_names = list(setup.sequence.tasks)
-    evaluation = MatrixEvaluation(evals, encoder.eval_transform, cfg.probe, device, task_names,
-                                  features, cache, vrf)  # fmt: skip
-    trainer = Trainer(model=model, cfg=cfg.train, device=device, plugins=plugins,
-                      task_names=task_names)  # fmt: skip
+    evaluation = MatrixEvaluation(
+        evals, encoder.eval_transform, cfg.probe, device, task_names, features, cache, vrf
+    )
+    trainer = Trainer(
+        model=model, cfg=cfg.train, device=device, plugins=plugins, task_names=task_names
+    )
     trainer.cost = cost
     if setup.pipeline is not None:
         trainer.device_loader = device_loaders(tasks, cfg, setup.pipeline, device, trainer)

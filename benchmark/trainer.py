@@ -80,8 +80,12 @@ class Trainer(SupervisedTemplate):
         task_names: Sequence[str] = (),
     ):
         # fused: one kernel for the whole update on CUDA (the same arithmetic as the loop)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                      fused=device.type == "cuda")  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=device.type == "cuda",
+        )
         super().__init__(  # keyword-only, as Avalanche asks of its templates
             model=model,
             optimizer=optimizer,
@@ -134,14 +138,20 @@ class Trainer(SupervisedTemplate):
         where = f"training task '{self._task_name()}'"
         if self.batch_statistics():  # micro-batches would change the batch norms
             half = max(1, b // 2)
-            return (f"{where} at batch size {b}; a smaller --batch-size (e.g. {half}) changes "
-                    "the protocol, so rerun with it and --fresh or another --out")  # fmt: skip
+            return (
+                f"{where} at batch size {b}; a smaller --batch-size (e.g. {half}) changes "
+                "the protocol, so rerun with it and --fresh or another --out"
+            )
         per_pass = min(micro or b, b)
         if per_pass == 1:
-            return (f"{where} with one image per pass: the model does not fit in the GPU's free "
-                    "memory (nvidia-smi shows what else uses it)")  # fmt: skip
-        return (f"{where} at {per_pass} images per pass; {rerun} with --micro-batch "
-                f"{per_pass // 2}: it resumes, and still updates on batches of {b}")  # fmt: skip
+            return (
+                f"{where} with one image per pass: the model does not fit in the GPU's free "
+                "memory (nvidia-smi shows what else uses it)"
+            )
+        return (
+            f"{where} at {per_pass} images per pass; {rerun} with --micro-batch "
+            f"{per_pass // 2}: it resumes, and still updates on batches of {b}"
+        )
 
     def _unpack_minibatch(self):
         """Images and labels to the device; task labels stay where the loader made them (the

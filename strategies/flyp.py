@@ -82,8 +82,9 @@ def contrastive_loss(
 class FLYPPlugin(SupervisedPlugin):
     """Replaces each step's loss by FLYP's contrastive loss; trains a copy of the text tower."""
 
-    def __init__(self, model: nn.Module, text: TextTower, tasks: list, grad_clip: float,
-                 device: torch.device):  # fmt: skip
+    def __init__(
+        self, model: nn.Module, text: TextTower, tasks: list, grad_clip: float, device: torch.device
+    ):
         super().__init__()
         self.model, self.tasks, self.grad_clip = model, tasks, grad_clip
         self.text = copy.deepcopy(text.model).to(device).requires_grad_(True)
@@ -117,8 +118,12 @@ class FLYPPlugin(SupervisedPlugin):
         tasks = torch.as_tensor(tasks).cpu().expand(len(labels)).tolist()
         counts = torch.tensor([len(self.tasks[t].templates) for t in tasks])
         drawn = (torch.rand(len(labels)) * counts).long().minimum(counts - 1)
-        rows = [(t, y * c + j) for t, y, c, j in zip(tasks, labels.tolist(), counts.tolist(),
-                                                     drawn.tolist(), strict=True)]  # fmt: skip
+        rows = [
+            (t, y * c + j)
+            for t, y, c, j in zip(
+                tasks, labels.tolist(), counts.tolist(), drawn.tolist(), strict=True
+            )
+        ]
         unique = {row: k for k, row in enumerate(dict.fromkeys(rows))}
         index = torch.tensor([unique[r] for r in rows], device=device)
         tokens = torch.stack([self.prompts(t)[r] for t, r in unique]).to(device)
@@ -172,6 +177,7 @@ def build(context, config: Config) -> list:
             "strategy flyp cannot use --micro-batch: its contrastive loss pairs every image with "
             "every prompt of the whole batch; drop --micro-batch (or lower --batch-size)"
         )
-    plugin = FLYPPlugin(context.model, context.encoder.text, list(context.tasks),
-                        train.grad_clip, context.device)  # fmt: skip
+    plugin = FLYPPlugin(
+        context.model, context.encoder.text, list(context.tasks), train.grad_clip, context.device
+    )
     return [plugin]

@@ -100,8 +100,10 @@ class Config:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.target_modules != "auto" and not all(self.keys()):
-            raise ValueError(f"target_modules must be auto or names separated by commas, got "
-                             f"{self.target_modules!r}")  # fmt: skip
+            raise ValueError(
+                f"target_modules must be auto or names separated by commas, got "
+                f"{self.target_modules!r}"
+            )
         if not isinstance(self.dora, bool):
             raise ValueError(f"dora must be true or false, got {self.dora!r}")
 
@@ -172,8 +174,14 @@ def attention_weights(attention: nn.MultiheadAttention) -> list[tuple[nn.Module,
 class LoRAPlugin(SupervisedPlugin):
     """A fresh LoRA adapter on ``targets`` of the encoder for every task, merged after it."""
 
-    def __init__(self, encoder: nn.Module, heads: nn.Module, targets: list[str], config: Config,
-                 device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        encoder: nn.Module,
+        heads: nn.Module,
+        targets: list[str],
+        config: Config,
+        device: torch.device,
+    ):
         super().__init__()
         self.encoder, self.targets, self.config, self.device = encoder, targets, config, device
         self.encoder_params = sum(p.numel() for p in encoder.parameters())

@@ -23,8 +23,12 @@ from torch import nn
 
 LORA_LAYERS = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
 # Norm layers whose affine parameters BitFit's ``norms`` adds (RMSNorm exists from torch 2.4).
-_NORM_CANDIDATES = (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None),
-                    nn.modules.batchnorm._NormBase)  # fmt: skip
+_NORM_CANDIDATES = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    getattr(nn, "RMSNorm", None),
+    nn.modules.batchnorm._NormBase,
+)
 NORMS = tuple(t for t in _NORM_CANDIDATES if t is not None)
 
 

@@ -76,9 +76,15 @@ def from_raw(spec: TaskSpec, raw: Raw) -> TaskData:
 
 def raw_provenance(source, origin, revision, train: list[int], test: list[int]) -> dict:
     """What a run records of data read from its source (no image fingerprint: see prepared)."""
-    return {"source": source, "origin": origin, "revision": revision, "format": "raw",
-            "train": len(train), "test": len(test),
-            "labels_sha256": labels_sha256(train, test)}  # fmt: skip
+    return {
+        "source": source,
+        "origin": origin,
+        "revision": revision,
+        "format": "raw",
+        "train": len(train),
+        "test": len(test),
+        "labels_sha256": labels_sha256(train, test),
+    }
 
 
 def check_labels(spec: TaskSpec, names: list[str], train: list[int], test: list[int], where):
@@ -104,11 +110,17 @@ def open_prepared(spec: TaskSpec, root: Path) -> TaskData:
     if train_classes != test_classes:
         raise prepared.refuse(spec.name, folder, "train and test have different class lists")
     check_labels(spec, train_classes, train.targets, test.targets, f"the prepared store {folder}")
-    provenance = {"source": meta["source"], "origin": meta["origin"],
-                  "revision": meta.get("revision"), "format": "prepared",
-                  "storage": meta["storage"], "train": len(train), "test": len(test),
-                  "labels_sha256": labels_sha256(train.targets, test.targets),
-                  "images_sha256": [meta["images_sha256"], test_meta["images_sha256"]]}  # fmt: skip
+    provenance = {
+        "source": meta["source"],
+        "origin": meta["origin"],
+        "revision": meta.get("revision"),
+        "format": "prepared",
+        "storage": meta["storage"],
+        "train": len(train),
+        "test": len(test),
+        "labels_sha256": labels_sha256(train.targets, test.targets),
+        "images_sha256": [meta["images_sha256"], test_meta["images_sha256"]],
+    }
     return TaskData(spec.name, train, test, train_classes, spec.templates, provenance)
 
 
@@ -129,11 +141,13 @@ def open_task(spec: TaskSpec, root: Path, download: bool = True, source: str = "
     if spec.build is not None:  # synthetic and .npz data make themselves
         data = spec.build(root, download)
         source = "npz" if spec.name.startswith("npz:") else "generated"
-        data.provenance = raw_provenance(source, spec.title, None, targets_of(data.train),
-                                         targets_of(data.test))  # fmt: skip
+        data.provenance = raw_provenance(
+            source, spec.title, None, targets_of(data.train), targets_of(data.test)
+        )
         # In-memory arrays, small: their hash fingerprints the pixels (the row-0 cache's key).
-        data.provenance["images_sha256"] = [prepared.sha256_array(d.images)
-                                            for d in (data.train, data.test)]  # fmt: skip
+        data.provenance["images_sha256"] = [
+            prepared.sha256_array(d.images) for d in (data.train, data.test)
+        ]
         return data
     return from_raw(spec, fetch_raw(spec, root, download, source))
 

@@ -29,9 +29,11 @@ def _human(n: int) -> str:
 
 
 def _raw_path(root: Path, spec: TaskSpec) -> Path:
-    return root / f"{spec.name.removeprefix('npz:')}.npz" if spec.name.startswith("npz:") else (
-        root / spec.name
-    )  # fmt: skip
+    return (
+        root / f"{spec.name.removeprefix('npz:')}.npz"
+        if spec.name.startswith("npz:")
+        else (root / spec.name)
+    )
 
 
 def list_rows(names: list[str], root: Path, source: str = "auto") -> list[dict]:
@@ -48,22 +50,30 @@ def list_rows(names: list[str], root: Path, source: str = "auto") -> list[dict]:
                 # a local copy that is there but broken: prepare would not fetch it, say why
                 source_text = f"incomplete copy ({str(error).split(';')[0]})"
             elif spec.build is None:
-                fetch = [s.kind for s in candidate_sources(spec, source) if s.kind == "hf" or
-                         getattr(s, "downloadable", False)]  # fmt: skip
+                fetch = [
+                    s.kind
+                    for s in candidate_sources(spec, source)
+                    if s.kind == "hf" or getattr(s, "downloadable", False)
+                ]
                 source_text = f"missing; prepare fetches it ({', '.join(fetch) or 'by hand'})"
             else:
                 source_text = f"missing ({str(error).split(';')[0]})"
-            rows.append({**row, "source": source_text, "present": "no", "splits": "-",
-                         "disk": "-"})  # fmt: skip
+            rows.append({**row, "source": source_text, "present": "no", "splits": "-", "disk": "-"})
             continue
         p = data.provenance
         where = p["origin"] + (f"@{p['revision'][:12]}" if p.get("revision") else "")
         folder = (
             prepared.location(root, name) if p["format"] == "prepared" else _raw_path(root, spec)
         )
-        rows.append({**row, "source": f"{p['format']}: {where}", "present": "yes",
-                     "splits": f"{p['train']:,} / {p['test']:,}",
-                     "disk": _human(disk_size(folder)) if folder.exists() else "-"})  # fmt: skip
+        rows.append(
+            {
+                **row,
+                "source": f"{p['format']}: {where}",
+                "present": "yes",
+                "splits": f"{p['train']:,} / {p['test']:,}",
+                "disk": _human(disk_size(folder)) if folder.exists() else "-",
+            }
+        )
     return rows
 
 
@@ -75,8 +85,14 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def prepare(name: str, root: Path, source: str = "auto", force: bool = False, workers: int = 0,
-            log: Callable[[str], None] = print) -> str:  # fmt: skip
+def prepare(
+    name: str,
+    root: Path,
+    source: str = "auto",
+    force: bool = False,
+    workers: int = 0,
+    log: Callable[[str], None] = print,
+) -> str:
     """Write ``name``'s prepared store (fetching the data if needed); a complete store is left
     alone unless ``force``. Returns what was done, in a few words."""
     spec = get_task(name)
@@ -93,8 +109,9 @@ def prepare(name: str, root: Path, source: str = "auto", force: bool = False, wo
         target = folder / split
         if (target / "meta.json").is_file():
             continue  # finished before a killed prepare stopped
-        prepared.write_split(name, split, target, dataset, data.classnames, info,
-                             spec.store_size, workers)  # fmt: skip
+        prepared.write_split(
+            name, split, target, dataset, data.classnames, info, spec.store_size, workers
+        )
     note = size_mismatch(spec, data)
     return f"{name}: prepared in {folder} from {p['origin']}" + (f" (note: {note})" if note else "")
 
@@ -117,8 +134,10 @@ def verify(name: str, root: Path) -> list[str]:
         meta = prepared.read_meta(name, folder / split)
         if prepared.sha256_array(dataset.images) != meta["images_sha256"]:
             file = folder / split / "images.npy"
-            problems.append(f"{name}: {file} differs from the SHA-256 meta.json records; run "
-                            f"'run_benchmark.py data prepare --force {name}'")  # fmt: skip
+            problems.append(
+                f"{name}: {file} differs from the SHA-256 meta.json records; run "
+                f"'run_benchmark.py data prepare --force {name}'"
+            )
         counts = np.bincount(dataset.targets, minlength=len(data.classnames)).tolist()
         if counts != meta["class_counts"]:
             problems.append(f"{name}: {split} class counts differ from meta.json's")

@@ -60,5 +60,6 @@ def npz_task(name: str, epochs: int = 2) -> TaskSpec:
     def build(root: Path, download: bool) -> TaskData:
         return load_npz(Path(root) / f"{stem}.npz", name)
 
-    return TaskSpec(name=name, title=f"{stem} (npz file)", build=build, epochs=epochs,
-                    templates=TEMPLATES)  # fmt: skip
+    return TaskSpec(
+        name=name, title=f"{stem} (npz file)", build=build, epochs=epochs, templates=TEMPLATES
+    )

@@ -86,9 +86,11 @@ def _header(file: Path) -> tuple[tuple[int, ...], int]:
     """(shape, data offset) of a .npy file without reading its data."""
     with open(file, "rb") as f:
         version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
-            np.lib.format.read_array_header_2_0
-        )  # fmt: skip
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else (np.lib.format.read_array_header_2_0)
+        )
         shape, _, _ = read(f)
         return shape, f.tell()
 
@@ -100,8 +102,11 @@ def read_meta(name: str, folder: Path) -> dict:
     except (OSError, ValueError) as error:
         raise refuse(name, file, f"unreadable ({type(error).__name__})") from None
     if meta.get("version") != VERSION:
-        raise refuse(name, file, f"written by store version {meta.get('version')}, "
-                     f"this cfbench reads version {VERSION}")  # fmt: skip
+        raise refuse(
+            name,
+            file,
+            f"written by store version {meta.get('version')}, this cfbench reads version {VERSION}",
+        )
     return meta
 
 
@@ -117,11 +122,17 @@ def open_split(name: str, folder: Path) -> tuple[StoredImages, list[str], dict]:
     except (OSError, ValueError) as error:
         raise refuse(name, images, f"unreadable ({type(error).__name__})") from None
     if shape != (n, meta["height"], meta["width"], 3):
-        raise refuse(name, images, f"shape {shape}, meta.json says {n} images of "
-                     f"{meta['height']}x{meta['width']}x3")  # fmt: skip
+        raise refuse(
+            name,
+            images,
+            f"shape {shape}, meta.json says {n} images of {meta['height']}x{meta['width']}x3",
+        )
     if images.stat().st_size != offset + int(np.prod(shape)):
-        raise refuse(name, images, f"{images.stat().st_size} bytes, expected "
-                     f"{offset + int(np.prod(shape))} (truncated?)")  # fmt: skip
+        raise refuse(
+            name,
+            images,
+            f"{images.stat().st_size} bytes, expected {offset + int(np.prod(shape))} (truncated?)",
+        )
     try:
         labels = np.load(folder / "labels.npy")
         classes = json.loads((folder / "classes.json").read_text())
@@ -132,8 +143,11 @@ def open_split(name: str, folder: Path) -> tuple[StoredImages, list[str], dict]:
     if labels.shape != (n,) or sha256_array(labels) != meta["labels_sha256"]:
         raise refuse(name, folder / "labels.npy", "labels differ from those meta.json records")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise refuse(name, folder / "labels.npy", f"labels outside 0..{len(classes) - 1}, "
-                     f"the {len(classes)} classes of classes.json")  # fmt: skip
+        raise refuse(
+            name,
+            folder / "labels.npy",
+            f"labels outside 0..{len(classes) - 1}, the {len(classes)} classes of classes.json",
+        )
     return StoredImages(folder, labels), classes, meta
 
 
@@ -182,26 +196,49 @@ def _check_size(name: str, split: str, index: int, array: np.ndarray, first: np.
 
 
 def write_split(
-    name: str, split: str, folder: Path, dataset: Dataset, classes: list[str], info: dict,
-    size: int | None, workers: int = 0, on_chunk: Callable[[int], None] | None = None,
-) -> dict:  # fmt: skip
+    name: str,
+    split: str,
+    folder: Path,
+    dataset: Dataset,
+    classes: list[str],
+    info: dict,
+    size: int | None,
+    workers: int = 0,
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict:
     """Decode ``dataset`` into ``folder`` (via ``folder.partial``, resumable); return its meta."""
     labels = np.asarray(dataset.targets, dtype=np.int64)
     if len(labels) == 0:
         raise CFBenchError(f"dataset '{name}': its {split} split is empty")
     first = to_rgb_array(dataset[0][0], size)
     shape = (len(labels), *first.shape)
-    plan = {"origin": info.get("origin"), "revision": info.get("revision"), "shape": list(shape),
-            "size": size, "labels_sha256": sha256_array(labels)}  # fmt: skip
+    plan = {
+        "origin": info.get("origin"),
+        "revision": info.get("revision"),
+        "shape": list(shape),
+        "size": size,
+        "labels_sha256": sha256_array(labels),
+    }
     partial = folder.with_name(folder.name + ".partial")
     done = _resume_point(partial, plan)
     partial.mkdir(parents=True, exist_ok=True)
-    images = np.lib.format.open_memmap(partial / "images.npy", mode="r+" if done else "w+",
-                                       dtype=np.uint8, shape=shape)  # fmt: skip
-    loader = DataLoader(_Decoded(Subset(dataset, range(done, len(labels))), size),
-                        batch_size=CHUNK, num_workers=workers, collate_fn=list)  # fmt: skip
-    bar = tqdm(total=len(labels), initial=done, desc=f"{name} {split}", unit="img",
-               dynamic_ncols=True, disable=None)  # fmt: skip
+    images = np.lib.format.open_memmap(
+        partial / "images.npy", mode="r+" if done else "w+", dtype=np.uint8, shape=shape
+    )
+    loader = DataLoader(
+        _Decoded(Subset(dataset, range(done, len(labels))), size),
+        batch_size=CHUNK,
+        num_workers=workers,
+        collate_fn=list,
+    )
+    bar = tqdm(
+        total=len(labels),
+        initial=done,
+        desc=f"{name} {split}",
+        unit="img",
+        dynamic_ncols=True,
+        disable=None,
+    )
     for batch in loader:
         for i, array in enumerate(batch):
             _check_size(name, split, done + i, array, first)
@@ -213,12 +250,20 @@ def write_split(
         if on_chunk is not None:
             on_chunk(done)
     bar.close()
-    meta = {"version": VERSION, "dataset": name, "split": split, **info, "count": len(labels),
-            "height": shape[1], "width": shape[2],
-            "storage": "native" if size is None else f"shorter side {size}, centre crop {size}",
-            "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
-            "labels_sha256": plan["labels_sha256"], "images_sha256": sha256_array(images),
-            "bytes": int(images.nbytes)}  # fmt: skip
+    meta = {
+        "version": VERSION,
+        "dataset": name,
+        "split": split,
+        **info,
+        "count": len(labels),
+        "height": shape[1],
+        "width": shape[2],
+        "storage": "native" if size is None else f"shorter side {size}, centre crop {size}",
+        "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
+        "labels_sha256": plan["labels_sha256"],
+        "images_sha256": sha256_array(images),
+        "bytes": int(images.nbytes),
+    }
     del images
     _finish(partial, folder, labels, classes, meta)
     return meta

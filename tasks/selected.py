@@ -51,14 +51,17 @@ def load_selection(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise CFBenchError(f"{path} is not valid YAML ({error}); rerun run_benchmark.py select "
-                           "or delete it") from None  # fmt: skip
+        raise CFBenchError(
+            f"{path} is not valid YAML ({error}); rerun run_benchmark.py select or delete it"
+        ) from None
     ok = isinstance(data, dict) and all(
         isinstance(v, dict) and isinstance(v.get("args"), dict) for v in data.values()
     )
     if not ok:
-        raise CFBenchError(f"{path}: expected 'strategy: {{args: {{...}}, chosen_by: {{...}}}}' "
-                           "entries; rerun run_benchmark.py select or delete it")  # fmt: skip
+        raise CFBenchError(
+            f"{path}: expected 'strategy: {{args: {{...}}, chosen_by: {{...}}}}' "
+            "entries; rerun run_benchmark.py select or delete it"
+        )
     return data
 
 
@@ -70,6 +73,8 @@ def write_selection(path: Path, strategy: str, args: dict, chosen_by: dict) -> N
     try:
         write_atomic(path, HEADER + text)
     except OSError as error:
-        raise CFBenchError(f"cannot write the selection to {path}: {error.strerror or error}; "
-                           "copy the sequence to a .yaml file you can write beside and select "
-                           "on that") from None  # fmt: skip
+        raise CFBenchError(
+            f"cannot write the selection to {path}: {error.strerror or error}; "
+            "copy the sequence to a .yaml file you can write beside and select "
+            "on that"
+        ) from None

@@ -72,19 +72,39 @@ OFFLINE_DEFAULTS = {
 SEQUENCES: dict[str, SequenceSpec] = {
     s.name: s
     for s in (
-        SequenceSpec("smoke", ("synth_a", "synth_b", "synth_c"), ("synth_control",),
-                     defaults=SMOKE_DEFAULTS),
-        SequenceSpec("offline", ("npz:mnist", "npz:gtsrb", "npz:dtd10"),
-                     ("npz:cifar10", "npz:caltech101"),
-                     epochs={"npz:mnist": 3, "npz:gtsrb": 3, "npz:dtd10": 3},
-                     defaults=OFFLINE_DEFAULTS),
+        SequenceSpec(
+            "smoke", ("synth_a", "synth_b", "synth_c"), ("synth_control",), defaults=SMOKE_DEFAULTS
+        ),
+        SequenceSpec(
+            "offline",
+            ("npz:mnist", "npz:gtsrb", "npz:dtd10"),
+            ("npz:cifar10", "npz:caltech101"),
+            epochs={"npz:mnist": 3, "npz:gtsrb": 3, "npz:dtd10": 3},
+            defaults=OFFLINE_DEFAULTS,
+        ),
         SequenceSpec("3tasks", ("svhn", "cifar10", "resisc45")),
-        SequenceSpec("5tasks", ("svhn", "cifar10", "resisc45", "dtd", "gtsrb"),
-                     ("cifar100", "mnist", "eurosat", "cars")),
-        SequenceSpec("10tasks", ("cars", "cifar10", "cifar100", "dtd", "eurosat", "gtsrb",
-                                 "mnist", "resisc45", "svhn", "imagenet")),
+        SequenceSpec(
+            "5tasks",
+            ("svhn", "cifar10", "resisc45", "dtd", "gtsrb"),
+            ("cifar100", "mnist", "eurosat", "cars"),
+        ),
+        SequenceSpec(
+            "10tasks",
+            (
+                "cars",
+                "cifar10",
+                "cifar100",
+                "dtd",
+                "eurosat",
+                "gtsrb",
+                "mnist",
+                "resisc45",
+                "svhn",
+                "imagenet",
+            ),
+        ),
     )
-}  # fmt: skip
+}
 
 
 def get_sequence(name_or_path: str) -> SequenceSpec:
@@ -157,8 +177,9 @@ def _dataset_entry(path: Path, item: yaml.Node, key: str, with_epochs: bool):
         name, epochs = value.get("name"), value.get("epochs")
         if set(value) - {"name", "epochs"} or not isinstance(name, str):
             raise _fail(path, item, "a task entry is a name or {name: ..., epochs: N}")
-        if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
-                                   or epochs < 1):  # fmt: skip
+        if epochs is not None and (
+            not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
+        ):
             raise _fail(path, item, f"epochs for '{name}' must be an integer >= 1")
     elif isinstance(value, str):
         name = value
@@ -208,5 +229,11 @@ def load_sequence_file(path: Path) -> SequenceSpec:
                 raise _fail(path, fields[key][0], f"'{key}' must be a mapping")
             extras[key] = value
     name = _plain(fields["name"][1]) if "name" in fields else path.stem
-    return SequenceSpec(str(name), tasks, controls, epochs, extras.get("defaults", {}),
-                        extras.get("strategy_args", {}))  # fmt: skip
+    return SequenceSpec(
+        str(name),
+        tasks,
+        controls,
+        epochs,
+        extras.get("defaults", {}),
+        extras.get("strategy_args", {}),
+    )

@@ -89,8 +89,9 @@ def synthetic_task(
             name, ArrayImages(x[tr], y[tr]), ArrayImages(x[te], y[te]), classnames, TEMPLATES
         )
 
-    return TaskSpec(name=name, title=f"Synthetic task (seed {seed})", build=build, epochs=3,
-                    templates=TEMPLATES)  # fmt: skip
+    return TaskSpec(
+        name=name, title=f"Synthetic task (seed {seed})", build=build, epochs=3, templates=TEMPLATES
+    )
 
 
 SYNTHETIC_TASKS = {

@@ -102,8 +102,14 @@ class PublishedTemplates(Sequence[str]):
 
     def record(self) -> dict:
         templates, version = self._loaded
-        return {"source": PACKAGE, "version": version, "file": TEMPLATES_FILE, "key": self.key,
-                "count": len(templates), "sha256": _sha256(templates)}  # fmt: skip
+        return {
+            "source": PACKAGE,
+            "version": version,
+            "file": TEMPLATES_FILE,
+            "key": self.key,
+            "count": len(templates),
+            "sha256": _sha256(templates),
+        }
 
 
 def published(key: str) -> PublishedTemplates:
@@ -132,19 +138,50 @@ DIGITS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 
 # GTSRB class ids 0..42 in the official order.
 GTSRB_CLASSES = [
-    "speed limit 20 km/h", "speed limit 30 km/h", "speed limit 50 km/h", "speed limit 60 km/h",
-    "speed limit 70 km/h", "speed limit 80 km/h", "end of speed limit 80 km/h",
-    "speed limit 100 km/h", "speed limit 120 km/h", "no overtaking",
-    "no overtaking by trucks", "right of way at the next intersection", "priority road",
-    "yield", "stop", "no vehicles", "no trucks", "no entry", "general caution",
-    "dangerous curve to the left", "dangerous curve to the right", "double curve",
-    "bumpy road", "slippery road", "road narrows on the right", "road work", "traffic signals",
-    "pedestrians", "children crossing", "bicycles crossing", "beware of ice or snow",
-    "wild animals crossing", "end of all speed and passing limits", "turn right ahead",
-    "turn left ahead", "ahead only", "go straight or right", "go straight or left", "keep right",
-    "keep left", "roundabout mandatory", "end of no overtaking",
+    "speed limit 20 km/h",
+    "speed limit 30 km/h",
+    "speed limit 50 km/h",
+    "speed limit 60 km/h",
+    "speed limit 70 km/h",
+    "speed limit 80 km/h",
+    "end of speed limit 80 km/h",
+    "speed limit 100 km/h",
+    "speed limit 120 km/h",
+    "no overtaking",
+    "no overtaking by trucks",
+    "right of way at the next intersection",
+    "priority road",
+    "yield",
+    "stop",
+    "no vehicles",
+    "no trucks",
+    "no entry",
+    "general caution",
+    "dangerous curve to the left",
+    "dangerous curve to the right",
+    "double curve",
+    "bumpy road",
+    "slippery road",
+    "road narrows on the right",
+    "road work",
+    "traffic signals",
+    "pedestrians",
+    "children crossing",
+    "bicycles crossing",
+    "beware of ice or snow",
+    "wild animals crossing",
+    "end of all speed and passing limits",
+    "turn right ahead",
+    "turn left ahead",
+    "ahead only",
+    "go straight or right",
+    "go straight or left",
+    "keep right",
+    "keep left",
+    "roundabout mandatory",
+    "end of no overtaking",
     "end of no overtaking by trucks",
-]  # fmt: skip
+]
 
 # EuroSAT folder names -> readable names.
 EUROSAT_NAMES = {

@@ -60,55 +60,139 @@ def bad_inputs(mini: Path, tmp_path: Path) -> list[tuple[str, list[str], list[st
     """(case, arguments, phrases the message must contain)."""
     seq = str(mini)
     return [
-        ("unknown sequence", ["--sequence", "nosuch"],
-         ["unknown sequence 'nosuch'; valid names: smoke, offline, 3tasks"]),
-        ("unknown strategy", ["--sequence", seq, "--strategy", "nosuch"],
-         ["unknown strategy 'nosuch'; valid names: ft, l2sp, ldifs"]),
-        ("unknown dataset", ["--sequence", write(tmp_path, "d.yaml", "tasks: [synth_a, nosuch]\n")],
-         ["d.yaml, line 1: unknown dataset 'nosuch'; valid names:", "synth_a"]),
-        ("unknown model", ["--sequence", seq, "--model", "NoSuchNet"],
-         ["unknown model 'NoSuchNet'; use an open_clip architecture (e.g. ViT-B-32"]),
-        ("malformed YAML", ["--sequence", write(tmp_path, "y.yaml", "tasks: [synth_a\n")],
-         ["y.yaml", "line 2", "not valid YAML"]),
-        ("YAML with a bad value", ["--sequence", write(
-            tmp_path, "e.yaml", "tasks:\n  - {name: synth_a, epochs: 0}\n")],
-         ["e.yaml, line 2: epochs for 'synth_a'"]),
-        ("missing dataset files", ["--sequence", write(tmp_path, "r.yaml", "tasks: [resisc45]\n"),
-                                   "--data-root", str(tmp_path / "data"), "--no-download",
-                                   "--model", "cfbench-tiny-vit", "--pretrained", "none"],
-         ["dataset 'resisc45'", "NWPU-RESISC45", str(tmp_path / "data" / "resisc45")]),
-        ("negative lambda", ["--sequence", seq, "--strategy", "ldifs", "--strategy-arg", "lam=-1"],
-         ["lam must be a finite number >= 0, got -1.0", "valid fields: lam"]),
-        ("NaN lambda", ["--sequence", seq, "--strategy", "l2sp", "--strategy-arg", "alpha=nan"],
-         ["alpha must be a finite number >= 0, got nan"]),
+        (
+            "unknown sequence",
+            ["--sequence", "nosuch"],
+            ["unknown sequence 'nosuch'; valid names: smoke, offline, 3tasks"],
+        ),
+        (
+            "unknown strategy",
+            ["--sequence", seq, "--strategy", "nosuch"],
+            ["unknown strategy 'nosuch'; valid names: ft, l2sp, ldifs"],
+        ),
+        (
+            "unknown dataset",
+            ["--sequence", write(tmp_path, "d.yaml", "tasks: [synth_a, nosuch]\n")],
+            ["d.yaml, line 1: unknown dataset 'nosuch'; valid names:", "synth_a"],
+        ),
+        (
+            "unknown model",
+            ["--sequence", seq, "--model", "NoSuchNet"],
+            ["unknown model 'NoSuchNet'; use an open_clip architecture (e.g. ViT-B-32"],
+        ),
+        (
+            "malformed YAML",
+            ["--sequence", write(tmp_path, "y.yaml", "tasks: [synth_a\n")],
+            ["y.yaml", "line 2", "not valid YAML"],
+        ),
+        (
+            "YAML with a bad value",
+            ["--sequence", write(tmp_path, "e.yaml", "tasks:\n  - {name: synth_a, epochs: 0}\n")],
+            ["e.yaml, line 2: epochs for 'synth_a'"],
+        ),
+        (
+            "missing dataset files",
+            [
+                "--sequence",
+                write(tmp_path, "r.yaml", "tasks: [resisc45]\n"),
+                "--data-root",
+                str(tmp_path / "data"),
+                "--no-download",
+                "--model",
+                "cfbench-tiny-vit",
+                "--pretrained",
+                "none",
+            ],
+            ["dataset 'resisc45'", "NWPU-RESISC45", str(tmp_path / "data" / "resisc45")],
+        ),
+        (
+            "negative lambda",
+            ["--sequence", seq, "--strategy", "ldifs", "--strategy-arg", "lam=-1"],
+            ["lam must be a finite number >= 0, got -1.0", "valid fields: lam"],
+        ),
+        (
+            "NaN lambda",
+            ["--sequence", seq, "--strategy", "l2sp", "--strategy-arg", "alpha=nan"],
+            ["alpha must be a finite number >= 0, got nan"],
+        ),
         ("epochs 0", ["--sequence", seq, "--epochs", "0"], ["--epochs must be an integer >= 1"]),
-        ("batch size 0", ["--sequence", seq, "--batch-size", "0"],
-         ["--batch-size must be an integer >= 1"]),
+        (
+            "batch size 0",
+            ["--sequence", seq, "--batch-size", "0"],
+            ["--batch-size must be an integer >= 1"],
+        ),
         ("NaN learning rate", ["--sequence", seq, "--lr", "nan"], ["lr must be a finite number"]),
-        ("unwritable --out", ["--sequence", seq, "--out", write(tmp_path, "file", "") + "/sub"],
-         ["cannot write to", "choose another --out"]),
-        ("micro-batches with batch norms", ["--sequence", seq, "--model", "resnet20-cifar",
-                                            "--pretrained", "none", "--micro-batch", "8",
-                                            "--strategy", "l2sp"],  # a run not yet in --out
-         ["--micro-batch would change what this model's batch norms see",
-          "use --batchnorm frozen, or a smaller --batch-size"]),
-        ("--fresh with a refused setting", ["--sequence", seq, "--fresh", "--model",
-                                            "resnet20-cifar", "--pretrained", "none",
-                                            "--micro-batch", "8"],  # the finished run stays
-         ["--micro-batch would change what this model's batch norms see"]),
-        ("micro-batch 0", ["--sequence", seq, "--micro-batch", "0"],
-         ["--micro-batch must be an integer >= 1"]),
-        ("eval batch 0", ["--sequence", seq, "--eval-batch-size", "0"],
-         ["--eval-batch-size must be an integer >= 1"]),
-    ]  # fmt: skip
+        (
+            "unwritable --out",
+            ["--sequence", seq, "--out", write(tmp_path, "file", "") + "/sub"],
+            ["cannot write to", "choose another --out"],
+        ),
+        (
+            "micro-batches with batch norms",
+            [
+                "--sequence",
+                seq,
+                "--model",
+                "resnet20-cifar",
+                "--pretrained",
+                "none",
+                "--micro-batch",
+                "8",
+                "--strategy",
+                "l2sp",
+            ],  # a run not yet in --out
+            [
+                "--micro-batch would change what this model's batch norms see",
+                "use --batchnorm frozen, or a smaller --batch-size",
+            ],
+        ),
+        (
+            "--fresh with a refused setting",
+            [
+                "--sequence",
+                seq,
+                "--fresh",
+                "--model",
+                "resnet20-cifar",
+                "--pretrained",
+                "none",
+                "--micro-batch",
+                "8",
+            ],  # the finished run stays
+            ["--micro-batch would change what this model's batch norms see"],
+        ),
+        (
+            "micro-batch 0",
+            ["--sequence", seq, "--micro-batch", "0"],
+            ["--micro-batch must be an integer >= 1"],
+        ),
+        (
+            "eval batch 0",
+            ["--sequence", seq, "--eval-batch-size", "0"],
+            ["--eval-batch-size must be an integer >= 1"],
+        ),
+    ]
 
 
 CASES = [
-    "unknown sequence", "unknown strategy", "unknown dataset", "unknown model", "malformed YAML",
-    "YAML with a bad value", "missing dataset files", "negative lambda", "NaN lambda", "epochs 0",
-    "batch size 0", "NaN learning rate", "unwritable --out", "micro-batches with batch norms",
-    "--fresh with a refused setting", "micro-batch 0", "eval batch 0",
-]  # fmt: skip
+    "unknown sequence",
+    "unknown strategy",
+    "unknown dataset",
+    "unknown model",
+    "malformed YAML",
+    "YAML with a bad value",
+    "missing dataset files",
+    "negative lambda",
+    "NaN lambda",
+    "epochs 0",
+    "batch size 0",
+    "NaN learning rate",
+    "unwritable --out",
+    "micro-batches with batch norms",
+    "--fresh with a refused setting",
+    "micro-batch 0",
+    "eval batch 0",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -208,8 +292,18 @@ def test_gpu_out_of_memory_with_batch_norm_statistics_suggests_a_batch_size(
 ):
     """Micro-batches would change batch-norm statistics, so a smaller batch is the answer."""
     oom_at_task_2(monkeypatch)
-    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--model", "resnet20-cifar",
-            "--pretrained", "none", "--batchnorm", "train"]  # fmt: skip
+    argv = [
+        "--sequence",
+        str(mini),
+        "--out",
+        str(tmp_path),
+        "--model",
+        "resnet20-cifar",
+        "--pretrained",
+        "none",
+        "--batchnorm",
+        "train",
+    ]
     assert main(argv) == 2
     message = one_line_error(capsys)
     assert (
@@ -251,8 +345,16 @@ def test_a_plugin_without_state_dict_is_not_resumed_with_a_lost_state(
     """Avalanche's SI keeps its importances in attributes, with no state_dict(): the run says so
     when it starts, and a resume after its first task is refused instead of silently wrong."""
     strategy = "avalanche.training.plugins:SynapticIntelligencePlugin"
-    argv = ["--sequence", str(mini), "--out", str(tmp_path), "--strategy", strategy,
-            "--strategy-arg", "si_lambda=1"]  # fmt: skip
+    argv = [
+        "--sequence",
+        str(mini),
+        "--out",
+        str(tmp_path),
+        "--strategy",
+        strategy,
+        "--strategy-arg",
+        "si_lambda=1",
+    ]
     with monkeypatch.context() as patch:
         oom_at_task_2(patch)
         assert main(argv) == 2  # stopped during task 2: stages 0-1 saved

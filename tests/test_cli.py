@@ -126,8 +126,18 @@ def test_help_explains_every_option():
     from benchmark.cli import build_data_parser
 
     data_help = build_data_parser().format_help()
-    for word in ("list", "prepare", "verify", "--sequence", "--data-root", "--source", "--force",
-                 "--workers", "resumable", "exit 2"):  # fmt: skip
+    for word in (
+        "list",
+        "prepare",
+        "verify",
+        "--sequence",
+        "--data-root",
+        "--source",
+        "--force",
+        "--workers",
+        "resumable",
+        "exit 2",
+    ):
         assert word in data_help, word
 
 
@@ -161,10 +171,19 @@ def test_written_files_follow_the_umask_the_program_was_started_with(tmp_path, u
         "write_atomic(Path(sys.argv[1]), b'{}')"
     )
     proc = subprocess.run(
-        ["sh", "-c", f'umask {umask} && exec "$0" -c "$1" "$2"', sys.executable, script,
-         str(target)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "sh",
+            "-c",
+            f'umask {umask} && exec "$0" -c "$1" "$2"',
+            sys.executable,
+            script,
+            str(target),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert target.read_bytes() == b"{}"
     assert stat.S_IMODE(target.stat().st_mode) == mode  # 0o666 minus the umask's bits
@@ -179,8 +198,13 @@ def test_written_files_follow_a_umask_set_after_import(tmp_path):
         "import os, sys; from pathlib import Path; from benchmark.io import write_atomic; "
         "os.umask(0o027); write_atomic(Path(sys.argv[1]), b'{}')"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(target)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 

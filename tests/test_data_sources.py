@@ -40,8 +40,18 @@ def key(img: Image.Image) -> tuple:
     return tuple(np.asarray(img.convert("RGB"))[0, 0])
 
 
-def hf_copy(folder, splits: dict[str, list[tuple[int, int]]], names, image_col="image",
-            label_col="label", size=8, mode="RGB", card=True, embedded=None, shards=1):  # fmt: skip
+def hf_copy(
+    folder,
+    splits: dict[str, list[tuple[int, int]]],
+    names,
+    image_col="image",
+    label_col="label",
+    size=8,
+    mode="RGB",
+    card=True,
+    embedded=None,
+    shards=1,
+):
     """A Hugging Face copy as the hub stores it: data/<split>-0000i-of-0000n.parquet, with the
     Image and ClassLabel features embedded in the parquet metadata (``embedded`` names there if
     given, ``False``: no Hugging Face metadata at all), and the card (README.md with
@@ -90,15 +100,52 @@ def by_image(data_split, classnames) -> dict:
 
 # RESISC45: the hub copy names classes with spaces, the original folder with underscores.
 RESISC_HUB_NAMES = [
-    "airplane", "airport", "baseball diamond", "basketball court", "beach", "bridge",
-    "chaparral", "church", "circular farmland", "cloud", "commercial area", "dense residential",
-    "desert", "forest", "freeway", "golf course", "ground track field", "harbor",
-    "industrial area", "intersection", "island", "lake", "meadow", "medium residential",
-    "mobile home park", "mountain", "overpass", "palace", "parking lot", "railway",
-    "railway station", "rectangular farmland", "river", "roundabout", "runway", "sea ice", "ship",
-    "snowberg", "sparse residential", "stadium", "storage tank", "tennis court", "terrace",
-    "thermal power station", "wetland",
-]  # fmt: skip
+    "airplane",
+    "airport",
+    "baseball diamond",
+    "basketball court",
+    "beach",
+    "bridge",
+    "chaparral",
+    "church",
+    "circular farmland",
+    "cloud",
+    "commercial area",
+    "dense residential",
+    "desert",
+    "forest",
+    "freeway",
+    "golf course",
+    "ground track field",
+    "harbor",
+    "industrial area",
+    "intersection",
+    "island",
+    "lake",
+    "meadow",
+    "medium residential",
+    "mobile home park",
+    "mountain",
+    "overpass",
+    "palace",
+    "parking lot",
+    "railway",
+    "railway station",
+    "rectangular farmland",
+    "river",
+    "roundabout",
+    "runway",
+    "sea ice",
+    "ship",
+    "snowberg",
+    "sparse residential",
+    "stadium",
+    "storage tank",
+    "tennis court",
+    "terrace",
+    "thermal power station",
+    "wetland",
+]
 
 
 def resisc_items(n_per_class: int, offset: int = 0) -> list[tuple[int, int]]:
@@ -108,8 +155,11 @@ def resisc_items(n_per_class: int, offset: int = 0) -> list[tuple[int, int]]:
 @pytest.fixture
 def resisc_hf(tmp_path):
     root = tmp_path / "data"
-    hf_copy(root / "resisc45" / "hf", {"train": resisc_items(2), "test": resisc_items(1, 1000)},
-            RESISC_HUB_NAMES)  # fmt: skip
+    hf_copy(
+        root / "resisc45" / "hf",
+        {"train": resisc_items(2), "test": resisc_items(1, 1000)},
+        RESISC_HUB_NAMES,
+    )
     return root
 
 
@@ -127,10 +177,10 @@ def test_a_local_hugging_face_copy_loads_through_the_hub_code_path(resisc_hf):
 def test_the_same_image_gets_the_same_class_name_from_every_resisc45_source(tmp_path):
     root = tmp_path / "data"
     items = resisc_items(5)  # 225 images: the folder source splits them 60/20/20 by seed
-    hf_copy(root / "resisc45" / "hf", {"train": items[:150], "test": items[150:]},
-            RESISC_HUB_NAMES)  # fmt: skip
-    image_folder(root / "resisc45" / "NWPU-RESISC45", items,
-                 [n.replace(" ", "_") for n in RESISC_HUB_NAMES])  # fmt: skip
+    hf_copy(root / "resisc45" / "hf", {"train": items[:150], "test": items[150:]}, RESISC_HUB_NAMES)
+    image_folder(
+        root / "resisc45" / "NWPU-RESISC45", items, [n.replace(" ", "_") for n in RESISC_HUB_NAMES]
+    )
     hub = load_task("resisc45", root, download=False, source="hf")
     folder = load_task("resisc45", root, download=False, source="folder")
     assert folder.provenance["origin"].startswith("folder:")
@@ -145,8 +195,11 @@ def test_eurosat_names_agree_between_torchvision_and_the_timm_copy(tmp_path):
     root = tmp_path / "data"
     folders = sorted(EUROSAT_NAMES)  # torchvision's class order: sorted folder names
     items = [(c * 10 + k, c) for c in range(10) for k in range(10)]
-    hf_copy(root / "eurosat" / "hf", {"train": items[:50], "validation": items[50:80],
-                                      "test": items[80:]}, folders)  # fmt: skip
+    hf_copy(
+        root / "eurosat" / "hf",
+        {"train": items[:50], "validation": items[50:80], "test": items[80:]},
+        folders,
+    )
     image_folder(root / "eurosat" / "eurosat" / "2750", items, folders)
     hub = load_task("eurosat", root, download=False, source="hf")
     tv = load_task("eurosat", root, download=False, source="torchvision")
@@ -203,19 +256,31 @@ def test_missing_dataset_lists_every_source_tried_on_one_line(tmp_path):
         load_task("resisc45", tmp_path, download=False)
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("dataset 'resisc45' not found")
-    for clause in ("hf: no copy of hf:tanganke/resisc45", "folder: no folder",
-                   "NWPU-RESISC45", "data prepare resisc45"):  # fmt: skip
+    for clause in (
+        "hf: no copy of hf:tanganke/resisc45",
+        "folder: no folder",
+        "NWPU-RESISC45",
+        "data prepare resisc45",
+    ):
         assert clause in msg, clause
 
 
 def test_a_copy_with_other_split_names_or_too_few_classes_is_one_line(tmp_path):
     root = tmp_path / "data"
-    dd = datasets.DatasetDict({
-        s: datasets.Dataset.from_dict({"image": [image(0)], "label": [0]},
-            features=datasets.Features({"image": datasets.Image(),
-                                        "label": datasets.ClassLabel(names=RESISC_HUB_NAMES)}))
-        for s in ("training", "testing")
-    })  # fmt: skip
+    dd = datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_dict(
+                {"image": [image(0)], "label": [0]},
+                features=datasets.Features(
+                    {
+                        "image": datasets.Image(),
+                        "label": datasets.ClassLabel(names=RESISC_HUB_NAMES),
+                    }
+                ),
+            )
+            for s in ("training", "testing")
+        }
+    )
     dd.save_to_disk(str(root / "resisc45" / "hf"))
     with pytest.raises(CFBenchError, match="has splits training, testing, expected train, test"):
         load_task("resisc45", root, download=False)
@@ -285,15 +350,20 @@ def test_a_killed_prepare_resumes_and_a_half_written_split_never_looks_complete(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        prepared.write_split("x", "train", target, data, ["a", "b", "c"], info, None,
-                             on_chunk=die_after_first_chunk)  # fmt: skip
+        prepared.write_split(
+            "x", "train", target, data, ["a", "b", "c"], info, None, on_chunk=die_after_first_chunk
+        )
     assert not target.exists() and (target.parent / "train.partial").is_dir()
     data.reads = 0
     meta = prepared.write_split("x", "train", target, data, ["a", "b", "c"], info, None)
     assert data.reads == 1 + 6  # the first image (its size) and the six not yet written
     whole = tmp_path / "again" / "train"
-    assert prepared.write_split("x", "train", whole, Counting(10), ["a", "b", "c"], info,
-                                None)["images_sha256"] == meta["images_sha256"]  # fmt: skip
+    assert (
+        prepared.write_split("x", "train", whole, Counting(10), ["a", "b", "c"], info, None)[
+            "images_sha256"
+        ]
+        == meta["images_sha256"]
+    )
     assert not (target.parent / "train.partial").exists()
 
 
@@ -316,12 +386,15 @@ def _broken_store(root, how: str):
     return folder
 
 
-@pytest.mark.parametrize("how, needle", [
-    ("flipped label", "labels differ from those meta.json records"),
-    ("truncated", "(truncated?)"),
-    ("old version", "written by store version 0"),
-    ("changed pixel", "differs from the SHA-256 meta.json records"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "how, needle",
+    [
+        ("flipped label", "labels differ from those meta.json records"),
+        ("truncated", "(truncated?)"),
+        ("old version", "written by store version 0"),
+        ("changed pixel", "differs from the SHA-256 meta.json records"),
+    ],
+)
 def test_verify_and_runs_catch_a_broken_store(resisc_hf, how, needle, capsys):
     manage.prepare("resisc45", resisc_hf)
     folder = _broken_store(resisc_hf, how)
@@ -397,11 +470,14 @@ def test_the_readme_datasets_table_matches_the_registry():
 
 def test_pipeline_device_on_data_read_image_by_image_is_one_line(resisc_hf, tmp_path, capsys):
     sequence = tmp_path / "r.yaml"
-    sequence.write_text("tasks: [resisc45]\ncontrols: []\n"
-                        "defaults: {model: resnet20-cifar, pretrained: none}\n")  # fmt: skip
+    sequence.write_text(
+        "tasks: [resisc45]\ncontrols: []\ndefaults: {model: resnet20-cifar, pretrained: none}\n"
+    )
     argv = ["--sequence", str(sequence), "--data-root", str(resisc_hf), "--out", str(tmp_path)]
     assert main([*argv, "--pipeline", "device"]) == 2
     err = capsys.readouterr().err.strip().splitlines()  # datasets' progress bars, then the error
-    assert err[-1:] == ["error: --pipeline device: resisc45 not in the prepared store (run "
-                   "'run_benchmark.py data prepare resisc45'); or use --pipeline pil"]  # fmt: skip
+    assert err[-1:] == [
+        "error: --pipeline device: resisc45 not in the prepared store (run "
+        "'run_benchmark.py data prepare resisc45'); or use --pipeline pil"
+    ]
     assert not (tmp_path / "r").exists()

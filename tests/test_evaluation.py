@@ -120,19 +120,34 @@ def setup():
     calls = []
     probe = ProbeConfig(c_grid=(1.0, 100.0), max_iter=500)
     evaluation = MatrixEvaluation(
-        datasets, ToTensor(), probe, CPU, ["colours", "patterns"], FeaturePass(CPU, 16),
-    )  # fmt: skip
+        datasets,
+        ToTensor(),
+        probe,
+        CPU,
+        ["colours", "patterns"],
+        FeaturePass(CPU, 16),
+    )
     records = evaluation.evaluate(model, 0)
-    return SimpleNamespace(model=model, datasets=datasets, probe=probe, evaluation=evaluation,
-                           records=records, calls=calls)  # fmt: skip
+    return SimpleNamespace(
+        model=model,
+        datasets=datasets,
+        probe=probe,
+        evaluation=evaluation,
+        records=records,
+        calls=calls,
+    )
 
 
 def hand_features(encoder, dataset):
     """Embeddings in float64 numpy: pixels / 255 in (C, H, W) order, times W, plus b."""
     linear = encoder[1]
     w, b = linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
-    x = np.stack([np.asarray(img, dtype=np.float64).transpose(2, 0, 1).reshape(-1) / 255
-                  for img, _ in (dataset[i] for i in range(len(dataset)))])  # fmt: skip
+    x = np.stack(
+        [
+            np.asarray(img, dtype=np.float64).transpose(2, 0, 1).reshape(-1) / 255
+            for img, _ in (dataset[i] for i in range(len(dataset)))
+        ]
+    )
     return x @ w.T + b, np.asarray(dataset.targets)
 
 
@@ -153,8 +168,12 @@ def sklearn_probe(model, ds, c_grid):
     val = np.zeros(len(ytr), dtype=bool)
     val[validation_split(len(ytr))[1]] = True
     with threadpool_limits(1):
-        scores = [LogisticRegression(C=c, tol=1e-10, max_iter=10_000)
-                  .fit(xtr[~val], ytr[~val]).score(xtr[val], ytr[val]) for c in c_grid]  # fmt: skip
+        scores = [
+            LogisticRegression(C=c, tol=1e-10, max_iter=10_000)
+            .fit(xtr[~val], ytr[~val])
+            .score(xtr[val], ytr[val])
+            for c in c_grid
+        ]
         best = c_grid[scores.index(max(scores))]
         ref = LogisticRegression(C=best, tol=1e-10, max_iter=10_000).fit(xtr, ytr)
     return 100.0 * ref.score(xte, yte), len(yte)
@@ -172,15 +191,21 @@ def test_records_have_the_documented_keys_and_kinds(setup):
         assert r["stage"] == 0 and r["stage_task"] == "pretrained"
         assert 0.0 <= r["accuracy"] <= 100.0
     kinds = [(r["dataset"], r["role"], r["kind"]) for r in records]
-    assert sorted(kinds) == sorted([
-        ("colours", "task", "lp"), ("colours", "task", "zs"), ("colours", "task", "head"),
-        ("colours", "task", "val"),  # the head on the validation images (a trained head only)
-        ("patterns", "task", "lp"),  # no zero-shot weights, and its head is all zero
-        ("control", "control", "lp"), ("control", "control", "zs"),  # a control has no head
-        # the probe chosen on validation, scored on the validation split: every dataset
-        ("colours", "task", "lp_val"), ("patterns", "task", "lp_val"),
-        ("control", "control", "lp_val"),
-    ])  # fmt: skip
+    assert sorted(kinds) == sorted(
+        [
+            ("colours", "task", "lp"),
+            ("colours", "task", "zs"),
+            ("colours", "task", "head"),
+            ("colours", "task", "val"),  # the head on the validation images (a trained head only)
+            ("patterns", "task", "lp"),  # no zero-shot weights, and its head is all zero
+            ("control", "control", "lp"),
+            ("control", "control", "zs"),  # a control has no head
+            # the probe chosen on validation, scored on the validation split: every dataset
+            ("colours", "task", "lp_val"),
+            ("patterns", "task", "lp_val"),
+            ("control", "control", "lp_val"),
+        ]
+    )
 
 
 def test_head_accuracy_is_the_head_applied_to_hand_computed_features(setup):
@@ -263,8 +288,10 @@ def test_lp_val_is_the_validation_chosen_fit_on_the_whole_validation_split(setup
     assert mask.any() and rest.size  # both parts are exercised
     fit_x, fit_y = x[idx[~mask]], y[idx[~mask]]
     with threadpool_limits(1):
-        fits = [LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(fit_x, fit_y)
-                for c in probe.c_grid]  # fmt: skip
+        fits = [
+            LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(fit_x, fit_y)
+            for c in probe.c_grid
+        ]
     scores = [f.score(x[idx[mask]], y[idx[mask]]) for f in fits]
     chosen = fits[scores.index(max(scores))]
     val = np.concatenate([idx[mask], rest])

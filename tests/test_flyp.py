@@ -49,8 +49,9 @@ def test_contrastive_loss_equals_a_computation_by_hand():
     z = [[scale * sum(a * b for a, b in zip(ui, tj, strict=True)) for tj in t] for ui in u]
 
     def ce(rows):  # mean over rows i of -log softmax(row i)[i]
-        return sum(math.log(sum(math.exp(v) for v in row)) - row[i]
-                   for i, row in enumerate(rows)) / len(rows)  # fmt: skip
+        return sum(
+            math.log(sum(math.exp(v) for v in row)) - row[i] for i, row in enumerate(rows)
+        ) / len(rows)
 
     columns = [list(c) for c in zip(*z, strict=True)]
     expected = (ce(z) + ce(columns)) / 2

@@ -23,17 +23,31 @@ def test_cells_multiply_the_axes_and_name_the_varying_arguments():
     cells = grid.cells()
     # ft x 2 seeds + ldifs x 2 lam values (x 1 anchor) x 2 seeds
     assert [c.label for c in cells] == [
-        "smoke/ft/seed0", "smoke/ft/seed1",
-        "smoke/ldifs@lam=1/seed0", "smoke/ldifs@lam=1/seed1",
-        "smoke/ldifs@lam=10/seed0", "smoke/ldifs@lam=10/seed1",
-    ]  # fmt: skip
+        "smoke/ft/seed0",
+        "smoke/ft/seed1",
+        "smoke/ldifs@lam=1/seed0",
+        "smoke/ldifs@lam=1/seed1",
+        "smoke/ldifs@lam=10/seed0",
+        "smoke/ldifs@lam=10/seed1",
+    ]
     ldifs = cells[4]
     assert ldifs.args == {"lam": 10, "anchor": "pretrained"}  # YAML-typed: 10 is an int
     assert ldifs.argv() == [
-        "--sequence", "smoke", "--strategy", "ldifs", "--seed", "0",
-        "--strategy-arg", "lam=10", "--strategy-arg", "anchor=pretrained",
-        "--run-name", "ldifs@lam=10", "--epochs", "1",
-    ]  # fmt: skip
+        "--sequence",
+        "smoke",
+        "--strategy",
+        "ldifs",
+        "--seed",
+        "0",
+        "--strategy-arg",
+        "lam=10",
+        "--strategy-arg",
+        "anchor=pretrained",
+        "--run-name",
+        "ldifs@lam=10",
+        "--epochs",
+        "1",
+    ]
     assert "--run-name" not in cells[0].argv()  # nothing varies for ft: named by its strategy
 
 
@@ -88,8 +102,19 @@ def _records(out: Path, name: str, seed: int) -> pd.DataFrame:
 
 
 def test_a_bad_cell_fails_the_grid_before_any_run(tmp_path, capsys):
-    argv = ["grid", "--sequence", "smoke", "--strategy", "ft", "ldifs", "--grid",
-            "ldifs.lam=1,-1", "--out", str(tmp_path), *SMOKE]  # fmt: skip
+    argv = [
+        "grid",
+        "--sequence",
+        "smoke",
+        "--strategy",
+        "ft",
+        "ldifs",
+        "--grid",
+        "ldifs.lam=1,-1",
+        "--out",
+        str(tmp_path),
+        *SMOKE,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: grid cell smoke/ldifs@lam=-1/seed0: ")
@@ -99,8 +124,19 @@ def test_a_bad_cell_fails_the_grid_before_any_run(tmp_path, capsys):
 
 
 def test_a_nan_cell_fails_alone_and_the_rest_finish(tmp_path, capsys):
-    argv = ["grid", "--sequence", "smoke", "--strategy", "ft", "l2sp", "--grid",
-            "l2sp.alpha=1e300", "--out", str(tmp_path), *SMOKE]  # fmt: skip
+    argv = [
+        "grid",
+        "--sequence",
+        "smoke",
+        "--strategy",
+        "ft",
+        "l2sp",
+        "--grid",
+        "l2sp.alpha=1e300",
+        "--out",
+        str(tmp_path),
+        *SMOKE,
+    ]
     assert main(argv) == 1  # not every cell succeeded
     out = capsys.readouterr().out
     assert "smoke/ft/seed0    done" in out and "1 of 2 cells succeeded" in out
@@ -145,8 +181,9 @@ def test_ray_grid_gives_the_records_of_the_local_one(ray_local, tmp_path, monkey
     assert main(["grid", *GRID, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     for name in ("ft", "l2sp"):
         for seed in (0, 1):
-            pd.testing.assert_frame_equal(_records(tmp_path / "ray", name, seed),
-                                          _records(tmp_path / "local", name, seed))  # fmt: skip
+            pd.testing.assert_frame_equal(
+                _records(tmp_path / "ray", name, seed), _records(tmp_path / "local", name, seed)
+            )
             log = tmp_path / "ray" / "smoke" / name / f"seed{seed}" / "grid.log"
             assert "LP accuracy" in log.read_text()  # the run's output went to its folder
 
@@ -171,8 +208,9 @@ def test_a_killed_ray_worker_is_retried_and_resumes(ray_local, tmp_path):
     assert result["status"] == "done", result
     log = (folder / "grid.log").read_text()
     assert "resuming" in log and "after stage 1" in log  # task 1 was not trained again
-    pd.testing.assert_frame_equal(pd.read_csv(folder / "records.csv"),
-                                  _records(tmp_path / "ref", "ft", 0))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.read_csv(folder / "records.csv"), _records(tmp_path / "ref", "ft", 0)
+    )
     assert not math.isnan(result["seconds"])
 
 

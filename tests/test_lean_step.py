@@ -46,8 +46,12 @@ def test_loss_watch_keeps_the_first_non_finite_loss_and_its_step():
 
 @pytest.fixture(scope="module")
 def tiny():
-    data = [synthetic_task(f"lean_{k}", seed=50 + k, num_classes=3, n_train=120, n_test=6)
-            .build(Path("."), False) for k in range(1)]  # fmt: skip
+    data = [
+        synthetic_task(f"lean_{k}", seed=50 + k, num_classes=3, n_train=120, n_test=6).build(
+            Path("."), False
+        )
+        for k in range(1)
+    ]
     return data
 
 
@@ -55,15 +59,29 @@ def make_trainer(data, strategy="ft", precision="fp32", batch=4, extra=()):
     seed_everything(0)
     encoder = build_encoder("cfbench-tiny-vit", "none")
     text = encoder.text
-    heads = [CosineHead(text.class_weights(d.classnames, d.templates), scale=text.logit_scale)
-             for d in data]  # fmt: skip
+    heads = [
+        CosineHead(text.class_weights(d.classnames, d.templates), scale=text.logit_scale)
+        for d in data
+    ]
     model = MultiTaskClassifier(encoder.module, heads)
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, weight_decay=0.0, warmup_steps=1,
-                      workers=0, precision=precision)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=batch,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_steps=1,
+        workers=0,
+        precision=precision,
+    )
     context = StrategyContext(model, encoder, CPU, cfg, None, list(data))
     plugins = resolve(strategy, {})(context)
-    trainer = Trainer(model=model, cfg=cfg, device=CPU, plugins=[*plugins, *extra],
-                      task_names=[d.name for d in data])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        cfg=cfg,
+        device=CPU,
+        plugins=[*plugins, *extra],
+        task_names=[d.name for d in data],
+    )
     stream = build_stream(data, encoder.train_transform, encoder.eval_transform)
     return trainer, stream
 
@@ -75,8 +93,15 @@ def test_a_training_step_reads_the_loss_only_every_sync_every_steps(tiny, monkey
     pipeline = TensorPipeline.from_transforms(encoder.train_transform, encoder.eval_transform)
     split = training_split(tiny[0], None)
     trainer.device_loader = lambda t: DeviceBatches(
-        tiny[0].train.images, np.asarray(tiny[0].train.targets), np.asarray(split.indices), t, 4,
-        pipeline, CPU, lambda: 0)  # fmt: skip
+        tiny[0].train.images,
+        np.asarray(tiny[0].train.targets),
+        np.asarray(split.indices),
+        t,
+        4,
+        pipeline,
+        CPU,
+        lambda: 0,
+    )
     reads = []
     for name in ("item", "tolist", "__float__", "__bool__"):
         original = getattr(torch.Tensor, name)
@@ -165,9 +190,18 @@ def test_flop_count_of_a_linear_encoder_is_the_textbook_one():
 
 
 def test_cost_totals_and_stages():
-    cost = Cost(CPU, [{"stage": 0, "images_trained": 0, "images_encoded": 10,
-                       "reference_forwards": 0, "seconds": {"train": 0, "features": 1,
-                                                            "probe": 2}}])  # fmt: skip
+    cost = Cost(
+        CPU,
+        [
+            {
+                "stage": 0,
+                "images_trained": 0,
+                "images_encoded": 10,
+                "reference_forwards": 0,
+                "seconds": {"train": 0, "features": 1, "probe": 2},
+            }
+        ],
+    )
     cost.flops = {"forward": 2e9, "train": 6e9}
     cost.count("images_trained", 5)
     cost.count("reference_forwards", 5)
@@ -184,9 +218,22 @@ def test_cost_totals_and_stages():
 
 def test_a_runs_cost_counts_what_it_trained_and_encoded(tmp_path):
     out = tmp_path / "out"
-    args = ["--sequence", "smoke", "--epochs", "1", "--out", str(out), "--cache-dir", "none",
-            "--strategy", "ldifs", "--probe-max-train", "100",
-            "--probe-max-test", "40"]  # fmt: skip
+    args = [
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        "none",
+        "--strategy",
+        "ldifs",
+        "--probe-max-train",
+        "100",
+        "--probe-max-test",
+        "40",
+    ]
     assert main(args) == 0
     folder = out / "smoke" / "ldifs" / "seed0"
     cost = json.loads((folder / "metrics.json").read_text())["cost"]
@@ -196,9 +243,12 @@ def test_a_runs_cost_counts_what_it_trained_and_encoded(tmp_path):
     datasets = [load_task(n, root, False) for n in [*sequence.tasks, *sequence.controls]]
     trained = sum(len(training_split(t, None)) for t in tasks)  # one epoch each
     # the probe's subsets, plus the validation images its train subset left out (lp_val, val)
-    per_stage = sum(min(100, len(d.train)) + min(40, len(d.test))
-                    + len(validation_rest(len(d.train), *probe_split(len(d.train), 100)))
-                    for d in datasets)  # fmt: skip
+    per_stage = sum(
+        min(100, len(d.train))
+        + min(40, len(d.test))
+        + len(validation_rest(len(d.train), *probe_split(len(d.train), 100)))
+        for d in datasets
+    )
     stages = len(tasks) + 1
     assert cost["images_trained"] == trained and cost["reference_forwards"] == trained
     assert cost["images_encoded"] == stages * per_stage
@@ -208,8 +258,10 @@ def test_a_runs_cost_counts_what_it_trained_and_encoded(tmp_path):
     assert cost["gflops"] == pytest.approx(expected)
     assert all(cost["seconds"][p] > 0 for p in ("train", "features", "probe"))
     wall = [s["seconds"]["wall"] for s in cost["per_stage"]]
-    assert all(w >= sum(s["seconds"][p] for p in ("train", "features", "probe")) for w, s in
-               zip(wall, cost["per_stage"], strict=True))  # fmt: skip
+    assert all(
+        w >= sum(s["seconds"][p] for p in ("train", "features", "probe"))
+        for w, s in zip(wall, cost["per_stage"], strict=True)
+    )
     config = json.loads((folder / "config.json").read_text())
     assert config["precision_used"] == "fp32" and config["pipeline"] == "device"
 
@@ -219,8 +271,18 @@ def test_compile_compiles_the_encoder_in_place_and_is_not_part_of_the_protocol(
 ):
     compiled = []
     monkeypatch.setattr(nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self)))
-    args = ["--sequence", "smoke", "--epochs", "1", "--out", str(tmp_path),
-            "--probe-max-train", "60", "--probe-max-test", "20"]  # fmt: skip
+    args = [
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--probe-max-train",
+        "60",
+        "--probe-max-test",
+        "20",
+    ]
     assert main([*args, "--compile"]) == 0
     assert len(compiled) == 1
     assert main(args) == 0  # the same run without --compile: complete, nothing refused

@@ -121,8 +121,7 @@ def test_readme_metric_table_is_the_registry():
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     parsed = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
     expected = [
-        [f"`{m.key}`", m.label, "LP, ZS and head" if m.matrix == "any" else "ZS only",
-         m.definition]
+        [f"`{m.key}`", m.label, "LP, ZS and head" if m.matrix == "any" else "ZS only", m.definition]
         for m in metrics.METRICS
-    ]  # fmt: skip
+    ]
     assert parsed == expected

@@ -64,8 +64,9 @@ def test_zero_shot_head_takes_the_papers_heads_adamw_step():
         reference.bias.zero_()
     reference.double()  # the step in float64: rounding far below the step's size
     ref_before = reference(f / f.norm(dim=-1, keepdim=True)).detach()
-    ref_after = _one_adamw_step(reference, lambda x: reference(x / x.norm(dim=-1, keepdim=True)),
-                                f, y)  # fmt: skip
+    ref_after = _one_adamw_step(
+        reference, lambda x: reference(x / x.norm(dim=-1, keepdim=True)), f, y
+    )
 
     head = CosineHead(w, scale=scale).double()
     torch.testing.assert_close(head(f), ref_before, rtol=0, atol=1e-12)
@@ -98,8 +99,14 @@ def test_a_state_dict_with_the_old_separate_scale_loads_as_the_same_function():
     g = torch.Generator().manual_seed(2)
     w, b, f = torch.randn(3, 16, generator=g), torch.randn(3, generator=g), torch.randn(5, 16)
     model = MultiTaskClassifier(torch.nn.Identity(), [CosineHead(torch.zeros(3, 16)) for _ in "ab"])
-    old = {"heads.0.weight": w, "heads.0.bias": b, "heads.0.scale": torch.tensor(25.0),
-           "heads.1.weight": w, "heads.1.bias": b, "heads.1.scale": torch.tensor(1.0)}  # fmt: skip
+    old = {
+        "heads.0.weight": w,
+        "heads.0.bias": b,
+        "heads.0.scale": torch.tensor(25.0),
+        "heads.1.weight": w,
+        "heads.1.bias": b,
+        "heads.1.scale": torch.tensor(1.0),
+    }
     model.load_state_dict(old)  # strict: no unexpected key left
     expected = 25.0 * F.linear(F.normalize(f, dim=-1), w) + b
     torch.testing.assert_close(model.heads["0"](f), expected)

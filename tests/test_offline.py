@@ -55,8 +55,15 @@ def test_shared_resnet20_scores_81_percent_and_probe_at_least_75():
     assert 0.79 <= own <= 0.83  # 81.2 % on this JPEG-re-encoded subset
     val = torch.zeros(len(train_f), dtype=torch.bool)
     val[::10] = True
-    probe = linear_probe(train_f, torch.tensor(data["y_train"]), val, test_f,
-                         torch.tensor(data["y_test"]), 10, (1.0, 10.0, 100.0))  # fmt: skip
+    probe = linear_probe(
+        train_f,
+        torch.tensor(data["y_train"]),
+        val,
+        test_f,
+        torch.tensor(data["y_test"]),
+        10,
+        (1.0, 10.0, 100.0),
+    )
     assert probe.accuracy >= 0.75
 
 
@@ -74,9 +81,14 @@ def test_checkpoint_errors(tmp_path):
 
 def test_npz_task_shapes_labels_classes_grey_to_rgb_and_resize(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "tiny.npz", x_train=rng.integers(0, 255, (12, 16, 16, 1), dtype=np.uint8),
-             y_train=np.arange(12) % 3, x_test=rng.integers(0, 255, (6, 16, 16, 1), dtype=np.uint8),
-             y_test=np.arange(6) % 3, classes=np.array(["zero", "one_two", "three"]))  # fmt: skip
+    np.savez(
+        tmp_path / "tiny.npz",
+        x_train=rng.integers(0, 255, (12, 16, 16, 1), dtype=np.uint8),
+        y_train=np.arange(12) % 3,
+        x_test=rng.integers(0, 255, (6, 16, 16, 1), dtype=np.uint8),
+        y_test=np.arange(6) % 3,
+        classes=np.array(["zero", "one_two", "three"]),
+    )
     data = load_task("npz:tiny", tmp_path)
     assert data.classnames == ["zero", "one two", "three"]
     assert len(data.train) == 12 and len(data.test) == 6 and data.test.targets == [0, 1, 2] * 2
@@ -101,14 +113,37 @@ def test_reduced_offline_run_raises_task_accuracy(tmp_path):
         d = np.load(DATA / f"{name}.npz")
         tr = rng.choice(len(d["y_train"]), n_train, replace=False)
         te = rng.choice(len(d["y_test"]), n_test, replace=False)
-        np.savez(tmp_path / f"{name}.npz", x_train=d["x_train"][tr], y_train=d["y_train"][tr],
-                 x_test=d["x_test"][te], y_test=d["y_test"][te], classes=d["classes"])  # fmt: skip
+        np.savez(
+            tmp_path / f"{name}.npz",
+            x_train=d["x_train"][tr],
+            y_train=d["y_train"][tr],
+            x_test=d["x_test"][te],
+            y_test=d["y_test"][te],
+            classes=d["classes"],
+        )
     seq = tmp_path / "reduced.yaml"
     seq.write_text("tasks: [npz:mnist, npz:gtsrb]\ncontrols: [npz:usps]\n")
     out = tmp_path / "out"
-    args = ["--sequence", str(seq), "--data-root", str(tmp_path), "--model", "resnet20-cifar",
-            "--pretrained", str(WEIGHTS), "--epochs", "2", "--lr", "1e-3", "--batch-size", "64",
-            "--warmup-steps", "5", "--out", str(out)]  # fmt: skip
+    args = [
+        "--sequence",
+        str(seq),
+        "--data-root",
+        str(tmp_path),
+        "--model",
+        "resnet20-cifar",
+        "--pretrained",
+        str(WEIGHTS),
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "64",
+        "--warmup-steps",
+        "5",
+        "--out",
+        str(out),
+    ]
     code = main(args)
     assert code == 0
     folder = out / "reduced" / "ft" / "seed0"

@@ -43,8 +43,9 @@ def test_committed_runs_used_the_selected_weights(strategy):
 
     selection = load_selection(selection_path("offline", True))
     for seed in (0, 1, 2):
-        config = json.loads((RESULTS / "offline" / strategy / f"seed{seed}" / "config.json")
-                            .read_text())  # fmt: skip
+        config = json.loads(
+            (RESULTS / "offline" / strategy / f"seed{seed}" / "config.json").read_text()
+        )
         if strategy in selection:
             for key, value in selection[strategy]["args"].items():
                 assert config["strategy_config"][key] == value

@@ -69,8 +69,11 @@ def test_lora_counts_by_hand(tiny_encoder, resnet):
     visual = tiny_encoder.module
     targets = lora_targets(visual)
     assert layer_kinds(targets) == ["attn", "c_fc", "c_proj"] and len(targets) == 12
-    assert targets[:3] == ["transformer.resblocks.0.attn", "transformer.resblocks.0.mlp.c_fc",
-                           "transformer.resblocks.0.mlp.c_proj"]  # fmt: skip
+    assert targets[:3] == [
+        "transformer.resblocks.0.attn",
+        "transformer.resblocks.0.mlp.c_fc",
+        "transformer.resblocks.0.mlp.c_proj",
+    ]
     assert lora_count(visual, targets, 8) == 4 * (3072 + 2560 + 2560) == 32768
     # ResNet-20, r = 8: stem 3->16 (344), six 16->16 (1280), 16->32 (1408), five 32->32 (2560),
     # 32->64 (2816), five 64->64 (5120); no shortcut convolutions (option A)
@@ -86,7 +89,9 @@ def test_lora_targets_match_as_peft_does_and_refuse_what_would_train_nothing(tin
         f"transformer.resblocks.{i}.mlp.c_fc" for i in range(4)
     ]
     assert lora_targets(visual, ["resblocks.2.mlp.c_proj", "conv1"]) == [
-        "conv1", "transformer.resblocks.2.mlp.c_proj"]  # fmt: skip
+        "conv1",
+        "transformer.resblocks.2.mlp.c_proj",
+    ]
     with pytest.raises(ValueError, match="out_proj of an nn.MultiheadAttention.*target the atten"):
         lora_targets(visual, ["out_proj"])
     with pytest.raises(ValueError, match="'ln_1' matches no Linear, Conv2d or MultiheadAtt"):
@@ -94,8 +99,9 @@ def test_lora_targets_match_as_peft_does_and_refuse_what_would_train_nothing(tin
 
 
 def test_bitfit_parameters_and_counts_by_hand(tiny_encoder, resnet):
-    assert [is_bias(n) for n in ("bias", "a.in_proj_bias", "attn.bias_k", "a.weight", "unbiased")] \
-        == [True, True, True, False, False]  # fmt: skip
+    assert [
+        is_bias(n) for n in ("bias", "a.in_proj_bias", "attn.bias_k", "a.weight", "unbiased")
+    ] == [True, True, True, False, False]
     visual = tiny_encoder.module
     # per block: ln_1 64, in_proj 192, out_proj 64, ln_2 64, c_fc 256, c_proj 64 = 704; ln_pre and
     # ln_post 64 each; the patch embedding has no bias
@@ -105,16 +111,22 @@ def test_bitfit_parameters_and_counts_by_hand(tiny_encoder, resnet):
     assert not any(n.endswith("weight") for n in biases)
     norms = bitfit_parameters(visual, norms=True)
     assert count(visual, norms) == 2944 + (4 * 2 + 2) * 64 == 3584
-    assert set(norms) - set(biases) == {n for n in dict(visual.named_parameters())
-                                        if "ln_" in n and n.endswith("weight")}  # fmt: skip
+    assert set(norms) - set(biases) == {
+        n for n in dict(visual.named_parameters()) if "ln_" in n and n.endswith("weight")
+    }
     # ResNet-20: bias-free convolutions; 19 batch norms of 16 (7), 32 (6) and 64 (6) channels
     assert count(resnet, bitfit_parameters(resnet)) == 7 * 16 + 6 * 32 + 6 * 64 == 688
     assert count(resnet, bitfit_parameters(resnet, norms=True)) == 2 * 688
 
 
 def test_configs_refuse_bad_values():
-    for bad in ({"rank": 0}, {"alpha": 0.0}, {"alpha": float("inf")}, {"dropout": 1.0},
-                {"target_modules": "c_fc,,c_proj"}):  # fmt: skip
+    for bad in (
+        {"rank": 0},
+        {"alpha": 0.0},
+        {"alpha": float("inf")},
+        {"dropout": 1.0},
+        {"target_modules": "c_fc,,c_proj"},
+    ):
         with pytest.raises(CFBenchError, match="bad strategy argument"):
             resolve("lora", bad)
     with pytest.raises(CFBenchError, match="is not bool"):
@@ -166,8 +178,9 @@ def test_dora_starts_at_the_encoder_and_counts_its_magnitudes(arch, data, resnet
         encoder, lora_params, magnitudes = context.model.encoder, 32768, 4 * (192 + 64 + 256 + 64)
     else:
         encoder, lora_params, magnitudes = resnet, 50648, 7 * 16 + 6 * 32 + 6 * 64
-        context = SimpleNamespace(model=SimpleNamespace(encoder=resnet, heads=nn.ModuleList()),
-                                  device=CPU)  # fmt: skip
+        context = SimpleNamespace(
+            model=SimpleNamespace(encoder=resnet, heads=nn.ModuleList()), device=CPU
+        )
     plugin = lora.build(context, lora.Config(dora=True))[0]
     assert plugin.config_entries()["trainable_encoder_params"] == lora_params + magnitudes
     x = torch.randn(3, 3, 32, 32)
@@ -218,8 +231,10 @@ def test_the_merged_encoder_equals_the_adapted_one_with_the_plain_names(data):
     torch.testing.assert_close(state[key], plain[key] + delta, rtol=0, atol=1e-7)
     for k in ("conv1.weight", "transformer.resblocks.1.mlp.c_fc.bias", "positional_embedding"):
         assert torch.equal(state[k], plain[k]), k  # not adapted: untouched
-    for k in ("transformer.resblocks.0.attn.in_proj_weight",
-              "transformer.resblocks.0.attn.out_proj.weight"):  # fmt: skip
+    for k in (
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.0.attn.out_proj.weight",
+    ):
         assert not torch.equal(state[k], plain[k]), k  # peft's MHA layer adapts both
 
 
@@ -271,9 +286,14 @@ def test_lora_trains_the_adapter_through_the_trainer_and_nothing_else(data):
     assert watch.starts[-1][0] and watch.starts[-1][1] == watch.starts[-1][2]
 
 
-@pytest.mark.parametrize("name, args", [("lora", {"rank": 2, "dropout": 0.25}),
-                                        ("lora", {"rank": 2, "dora": True}),
-                                        ("bitfit", {"norms": True})])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("lora", {"rank": 2, "dropout": 0.25}),
+        ("lora", {"rank": 2, "dora": True}),
+        ("bitfit", {"norms": True}),
+    ],
+)
 def test_a_restored_run_trains_on_bit_for_bit(name, args, data):
     """As tests/test_strategies.py's registry test, with other settings: LoRA's dropout draws from
     the training RNG, DoRA trains magnitudes, BitFit also trains the norms."""
@@ -374,9 +394,14 @@ def by_hand(w0, a, b, scaling, m=None):
 
 @pytest.mark.parametrize(
     "arch, targets, dora",
-    [("vit", "auto", False), ("vit", "attn", False), ("resnet", "auto", False),
-     ("vit", "auto", True), ("resnet", "auto", True)],
-)  # fmt: skip
+    [
+        ("vit", "auto", False),
+        ("vit", "attn", False),
+        ("resnet", "auto", False),
+        ("vit", "auto", True),
+        ("resnet", "auto", True),
+    ],
+)
 def test_training_forward_gradient_and_merge_are_w0_plus_scaled_b_a(
     arch, targets, dora, tiny_encoder
 ):
@@ -473,9 +498,11 @@ def test_bitfit_changes_only_the_biases_and_the_heads(norms, data):
     assert any("ln_" in k and k.endswith("weight") for k in changed) == norms
     assert not torch.equal(model.heads["0"].weight, heads["0.weight"])
     assert plugin.config_entries() == {
-        "encoder_params": 215680, "trainable_encoder_params": 3584 if norms else 2944,
+        "encoder_params": 215680,
+        "trainable_encoder_params": 3584 if norms else 2944,
         "head_params": 3 * (4 * 32 + 4),
-        "trainable_params": (3584 if norms else 2944) + 3 * (4 * 32 + 4)}  # fmt: skip
+        "trainable_params": (3584 if norms else 2944) + 3 * (4 * 32 + 4),
+    }
 
 
 # -- end to end: config.json ----------------------------------------------------------------------

@@ -213,7 +213,11 @@ def test_bad_arguments_are_rejected_with_the_valid_fields(name, args, words):
 def test_settings_hold_every_hyper_parameter_defaults_included():
     # Written out by hand from the Config dataclasses and examples/my_strategy.py's signature.
     assert resolve("ldifs", {"lam": 1, "anchor": "pretrained"}).settings == {
-        "lam": 1.0, "anchor": "pretrained", "axis": "token", "reduction": "mean"}  # fmt: skip
+        "lam": 1.0,
+        "anchor": "pretrained",
+        "axis": "token",
+        "reduction": "mean",
+    }
     assert resolve("ldifs", {"lam": "1e1"}).settings == resolve("ldifs").settings
     assert resolve("ft").settings == {}
     assert resolve("wise_ft").settings == {"alpha": 0.5, "heads": True}

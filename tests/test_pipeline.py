@@ -67,10 +67,12 @@ def test_crop_resize_is_the_identity_on_a_full_box_and_matches_interpolate_on_a_
     assert torch.equal(P.crop_resize(x, full, (16, 16), "bicubic"), x.float())
     box = torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 8.0, 8.0]])
     ours = P.crop_resize(x, box, (16, 16), "bilinear")
-    ref0 = torch.nn.functional.interpolate(x[:1, :, :8, :8].float(), size=(16, 16),
-                                           mode="bilinear", align_corners=False)  # fmt: skip
-    ref1 = torch.nn.functional.interpolate(x[1:, :, 8:, 8:].float(), size=(16, 16),
-                                           mode="bilinear", align_corners=False)  # fmt: skip
+    ref0 = torch.nn.functional.interpolate(
+        x[:1, :, :8, :8].float(), size=(16, 16), mode="bilinear", align_corners=False
+    )
+    ref1 = torch.nn.functional.interpolate(
+        x[1:, :, 8:, 8:].float(), size=(16, 16), mode="bilinear", align_corners=False
+    )
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # borders: padding differs
     ref = torch.cat([ref0, ref1]).round()
     torch.testing.assert_close(ours[inner], ref[inner], atol=1.0, rtol=0)
@@ -92,8 +94,9 @@ def test_device_batches_cover_the_split_once_per_epoch_with_labels_in_step():
     images[:, 0, 0, 0] = np.arange(n)  # each image carries its index
     labels = np.arange(n) % 7
     index = np.arange(5, 45)
-    tp = P.TensorPipeline((8, 8), (0.0,) * 3, (1.0,) * 3, "exact", "bilinear",
-                          P.TrainCrop("pad", padding=0), True)  # fmt: skip
+    tp = P.TensorPipeline(
+        (8, 8), (0.0,) * 3, (1.0,) * 3, "exact", "bilinear", P.TrainCrop("pad", padding=0), True
+    )
     epoch = {"n": 0}
     loader = P.DeviceBatches(images, labels, index, 3, 16, tp, CPU, lambda: epoch["n"])
     assert len(loader) == 3
@@ -111,7 +114,7 @@ def test_device_batches_cover_the_split_once_per_epoch_with_labels_in_step():
     epoch["n"] = 0
     assert [i for x, _, _ in loader for i in (x[:, 0, 0, 0] * 255).round().long().tolist()] == (
         orders[0]
-    )  # fmt: skip
+    )
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -130,8 +133,16 @@ def _records(out, strategy="ft"):
 
 
 def test_a_device_pipeline_run_is_reproducible_and_records_its_pipeline(store, tmp_path):
-    args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",
-            "none"]  # fmt: skip
+    args = [
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--data-root",
+        str(store),
+        "--cache-dir",
+        "none",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b"), "--pipeline", "device"]) == 0
     pd.testing.assert_frame_equal(_records(tmp_path / "a"), _records(tmp_path / "b"))
@@ -151,8 +162,18 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
         return original(self, model, ds, stage)
 
     monkeypatch.setattr(evaluation.MatrixEvaluation, "evaluate_dataset", counting)
-    args = ["--sequence", "smoke", "--epochs", "1", "--data-root", str(store), "--cache-dir",
-            str(cache), "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--data-root",
+        str(store),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main([*args, "--strategy", "ft"]) == 0
     # one row-0 entry per dataset (the zero-shot class weights' cache is text/ beside them)
     assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.glob("*.json"))) == 4
@@ -162,8 +183,10 @@ def test_row0_is_computed_once_and_reused_by_the_next_strategy(store, tmp_path, 
     assert not [c for c in calls if c[0] == 0]  # stage 0 entirely from the cache
     ft, l2sp = _records(tmp_path / "out"), _records(tmp_path / "out", "l2sp")
     row0 = ["dataset", "kind", "accuracy"]
-    pd.testing.assert_frame_equal(ft[ft.stage == 0][row0].reset_index(drop=True),
-                                  l2sp[l2sp.stage == 0][row0].reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        ft[ft.stage == 0][row0].reset_index(drop=True),
+        l2sp[l2sp.stage == 0][row0].reset_index(drop=True),
+    )
     calls.clear()  # another probe subset is another key: recomputed, never reused
     assert main([*args, "--strategy", "ft", "--fresh", "--probe-max-test", "50"]) == 0
     assert sum(1 for stage, _ in calls if stage == 0) == 4 and len(list(cache.glob("*.json"))) == 8
@@ -176,8 +199,9 @@ def test_eval_on_tensors_matches_pil_on_real_images(stem):
     """Real photographs (DTD, 64 px) and digits (grey, 16 and 28 px), upscaled to CLIP's 224."""
     images = np.load(SHARED / "data" / f"{stem}.npz")["x_test"][:16]
     ours = CLIP.eval(torch.from_numpy(images))
-    pil = torch.stack([image_transform(224, False)(Image.fromarray(im.squeeze()).convert("RGB"))
-                       for im in images])  # fmt: skip
+    pil = torch.stack(
+        [image_transform(224, False)(Image.fromarray(im.squeeze()).convert("RGB")) for im in images]
+    )
     level = 1 / 255 / min(CLIP.std)
     assert ours.shape == pil.shape == (16, 3, 224, 224)
     assert (ours - pil).abs().max() <= 2.01 * level
@@ -197,8 +221,9 @@ def test_train_crops_differ_within_a_batch_stay_in_range_and_follow_the_seed():
     assert not torch.equal(a, c)
 
 
-def test_a_probe_at_the_grid_edge_or_stopped_by_max_iter_is_said_on_stdout(monkeypatch, capsys,
-                                                                           tmp_path):  # fmt: skip
+def test_a_probe_at_the_grid_edge_or_stopped_by_max_iter_is_said_on_stdout(
+    monkeypatch, capsys, tmp_path
+):
     import dataclasses
 
     from benchmark import evaluation
@@ -213,8 +238,20 @@ def test_a_probe_at_the_grid_edge_or_stopped_by_max_iter_is_said_on_stdout(monke
         return dataclasses.replace(result, c_at_edge=False, converged=True)
 
     monkeypatch.setattr(evaluation, "linear_probe", flagged)
-    args = ["--sequence", "smoke", "--epochs", "1", "--out", str(tmp_path), "--cache-dir", "none",
-            "--probe-max-train", "60", "--probe-max-test", "20"]  # fmt: skip
+    args = [
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        "none",
+        "--probe-max-train",
+        "60",
+        "--probe-max-test",
+        "20",
+    ]
     assert main(args) == 0
     out = capsys.readouterr()
     notes = [line for line in out.out.splitlines() if line.startswith("note: stage")]

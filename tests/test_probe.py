@@ -14,9 +14,15 @@ from benchmark.probe.splits import subsample
 
 def classification(n, n_train, features, classes, clusters, sep, seed):
     """sklearn's make_classification, L2-normalised, split into (x, y) train and test."""
-    x, y = make_classification(n_samples=n, n_features=features, n_informative=features // 2,
-                               n_classes=classes, n_clusters_per_class=clusters, class_sep=sep,
-                               random_state=seed)  # fmt: skip
+    x, y = make_classification(
+        n_samples=n,
+        n_features=features,
+        n_informative=features // 2,
+        n_classes=classes,
+        n_clusters_per_class=clusters,
+        class_sep=sep,
+        random_state=seed,
+    )
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
@@ -138,8 +144,10 @@ def assert_at_optimum(x, y, w, b, c, others=()):
     ours, best = objective(x, y, w, b, c), objective(x, y, rw, rb, c)
     assert (ours - best) / weight_part(y, best) <= GAP, (c, ours, best)
     for pts in (x, *others):  # the same classifier, not only the same objective
-        agree = ((pts @ np.asarray(w, np.float64).T + np.asarray(b)).argmax(1)
-                 == (pts @ rw.T + rb).argmax(1)).mean()  # fmt: skip
+        agree = (
+            (pts @ np.asarray(w, np.float64).T + np.asarray(b)).argmax(1)
+            == (pts @ rw.T + rb).argmax(1)
+        ).mean()
         assert agree >= 0.99, (c, agree)
 
 

@@ -38,8 +38,15 @@ def test_every_project_module_imports_without_a_word_on_stderr():
 
 
 def test_a_smoke_run_writes_nothing_to_stderr(tmp_path):
-    proc = _python(str(ROOT / "run_benchmark.py"), "--sequence", "smoke", "--epochs", "1",
-                   "--out", str(tmp_path))  # fmt: skip
+    proc = _python(
+        str(ROOT / "run_benchmark.py"),
+        "--sequence",
+        "smoke",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "run folder:" in proc.stdout

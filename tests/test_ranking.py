@@ -23,8 +23,14 @@ def test_a_run_with_the_sequences_settings_is_on_the_protocol():
 
 def test_every_changed_protocol_setting_is_named_with_the_protocols_value():
     five = get_sequence("5tasks")
-    given = {"pretrained": "/tmp/random.pt", "epochs": 1, "probe_max_train_samples": 20,
-             "max_train_images": 16, "workers": 0, "precision": "fp32"}  # fmt: skip
+    given = {
+        "pretrained": "/tmp/random.pt",
+        "epochs": 1,
+        "probe_max_train_samples": 20,
+        "max_train_images": 16,
+        "workers": 0,
+        "precision": "fp32",
+    }
     cfg = build_run_config(five.defaults, given, {"strategy": "ldifs"})
     assert off_protocol(cfg, five.defaults) == [
         "pretrained /tmp/random.pt (protocol: openai)",
@@ -42,18 +48,35 @@ def test_every_changed_protocol_setting_is_named_with_the_protocols_value():
 def _run(out, strategy, control_after, test_images, off=None):
     """A finished run whose only control goes from 50 % to ``control_after`` %."""
     folder = run_dir(out, "seq", strategy, 0)
-    results = RunResults(folder, {"sequence": "seq", "strategy": strategy, "seed": 0}, TASKS,
-                         CONTROLS)  # fmt: skip
+    results = RunResults(
+        folder, {"sequence": "seq", "strategy": strategy, "seed": 0}, TASKS, CONTROLS
+    )
     sizes = dict.fromkeys(TASKS + CONTROLS, test_images)
-    results.write_config({"strategy": strategy, "seed": 0, "test_images": sizes,
-                          "sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS},
-                          **({"off_protocol": off} if off is not None else {})})  # fmt: skip
+    results.write_config(
+        {
+            "strategy": strategy,
+            "seed": 0,
+            "test_images": sizes,
+            "sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS},
+            **({"off_protocol": off} if off is not None else {}),
+        }
+    )
     lp = np.array([[60.0, 60.0, 50.0], [80.0, 60.0, 50.0], [70.0, 80.0, control_after]])
     for stage in range(3):
         task = "pretrained" if stage == 0 else TASKS[stage - 1]
-        results.append([{"stage": stage, "stage_task": task, "dataset": d, "kind": "lp",
-                         "role": "task" if d in TASKS else "control", "accuracy": lp[stage, j]}
-                        for j, d in enumerate(TASKS + CONTROLS)])  # fmt: skip
+        results.append(
+            [
+                {
+                    "stage": stage,
+                    "stage_task": task,
+                    "dataset": d,
+                    "kind": "lp",
+                    "role": "task" if d in TASKS else "control",
+                    "accuracy": lp[stage, j],
+                }
+                for j, d in enumerate(TASKS + CONTROLS)
+            ]
+        )
         results.write()
     results.finish()
 
@@ -95,9 +118,14 @@ def test_with_several_seeds_the_standard_error_is_std_over_root_n():
     from benchmark.report.ranking import strategy_se, within_noise
 
     key = "delta_lp_controls_mean"
-    table = pd.DataFrame({"strategy": ["ldifs", "l2sp", "ft"], "n_seeds": [4, 4, 9],
-                          key: [-1.0, -2.5, -9.0],
-                          "delta_lp_controls_std": [2.0, 2.0, 3.0]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "strategy": ["ldifs", "l2sp", "ft"],
+            "n_seeds": [4, 4, 9],
+            key: [-1.0, -2.5, -9.0],
+            "delta_lp_controls_std": [2.0, 2.0, 3.0],
+        }
+    )
     se = strategy_se(table, [], key)
     assert se == {"ldifs": 1.0, "l2sp": 1.0, "ft": 1.0}
     # the difference SE is sqrt(1 + 1) = 1.41: l2sp 1.5 behind is beyond it

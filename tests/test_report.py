@@ -215,8 +215,11 @@ PER_SEED = {
 # Mean and sample std (ddof = 1) over the two seeds: for two values a, b the mean is (a + b) / 2
 # and the std sqrt(2 * ((a - b) / 2)^2 / 1) = |a - b| / sqrt(2): a difference of 1 gives 0.7071,
 # of 1.5 gives 1.0607, of 8/3 (ft's final acc, 72.33 vs 75) gives 1.8856.
-MTIL_MEAN_STD = {"mtil_transfer": (28.75, 0.7071), "mtil_avg": (46.1667, 0.7071),
-                 "mtil_last": (55.5, 0.7071)}  # fmt: skip
+MTIL_MEAN_STD = {
+    "mtil_transfer": (28.75, 0.7071),
+    "mtil_avg": (46.1667, 0.7071),
+    "mtil_last": (55.5, 0.7071),
+}
 MEAN_STD = {
     "ft": {
         "final_avg_acc": (73.6667, 1.8856),  # 442 / 6
@@ -238,11 +241,27 @@ MEAN_STD = {
 # The same, as the Markdown table shows them (2 decimals); the best mean of each column in bold:
 # ldifs on every LP column (forgetting: lower is better), both strategies on the tied MTIL ones.
 MARKDOWN_CELLS = {
-    "ft": ["73.67 ± 1.89", "-8.50 ± 0.71", "16.50 ± 0.71", "7.50 ± 0.71", "-7.50 ± 0.71",
-           "**28.75 ± 0.71**", "**46.17 ± 0.71**", "**55.50 ± 0.71**"],
-    "ldifs": ["**74.17 ± 0.71**", "**-1.50 ± 0.71**", "**18.75 ± 1.06**", "**5.25 ± 1.06**",
-              "**-5.25 ± 1.06**", "**28.75 ± 0.71**", "**46.17 ± 0.71**", "**55.50 ± 0.71**"],
-}  # fmt: skip
+    "ft": [
+        "73.67 ± 1.89",
+        "-8.50 ± 0.71",
+        "16.50 ± 0.71",
+        "7.50 ± 0.71",
+        "-7.50 ± 0.71",
+        "**28.75 ± 0.71**",
+        "**46.17 ± 0.71**",
+        "**55.50 ± 0.71**",
+    ],
+    "ldifs": [
+        "**74.17 ± 0.71**",
+        "**-1.50 ± 0.71**",
+        "**18.75 ± 1.06**",
+        "**5.25 ± 1.06**",
+        "**-5.25 ± 1.06**",
+        "**28.75 ± 0.71**",
+        "**46.17 ± 0.71**",
+        "**55.50 ± 0.71**",
+    ],
+}
 
 
 def test_report_writes_every_file(results):

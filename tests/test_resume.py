@@ -29,9 +29,13 @@ def env(**extra: str) -> dict:
 
 def cli(out: Path, *extra: str, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command(out, *extra), cwd=ROOT, env=env(**variables), capture_output=True, text=True,
+        command(out, *extra),
+        cwd=ROOT,
+        env=env(**variables),
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -104,9 +108,13 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume(reference, tmp_path):
         (signal.SIGTERM, 143, "terminated", "stage 2 ("),
     ):
         proc = subprocess.Popen(
-            command(out), cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            command(out),
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for line in proc.stdout:
             if line.startswith(after):
                 proc.send_signal(sig)

@@ -103,8 +103,13 @@ def test_trainer_steps_the_schedule_once_per_iteration_and_restarts_it_per_task(
     lr = 0.01
     cfg = TrainConfig(epochs=1, batch_size=4, lr=lr, weight_decay=0.0, warmup_steps=2, workers=0)
     log = LrLog()
-    trainer = Trainer(model=model, cfg=cfg, device=torch.device("cpu"), plugins=[log],
-                      task_names=[d.name for d in data])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        cfg=cfg,
+        device=torch.device("cpu"),
+        plugins=[log],
+        task_names=[d.name for d in data],
+    )
     stream = build_stream(data, ToTensor(), ToTensor()).train_stream
     # steps 0, 1: (s + 1) / 2; steps 2..5: progress 0, 1/4, 1/2, 3/4 of the cosine
     per_task = [lr * f for f in (0.5, 1.0, 1.0, QUARTER, 0.5, THREE_QUARTERS)]

@@ -16,15 +16,27 @@ N = {"a": 100, "b": 100, "c1": 400, "c2": 100}
 def write(out, name, seed, final):
     """A complete 2-task run: row 0 is 50 everywhere, rows 1 and 2 are ``final`` (a, b, c1, c2)."""
     folder = run_dir(out, "seq", name, seed)
-    results = RunResults(folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS,
-                         CONTROLS)  # fmt: skip
-    results.write_config({"sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS},
-                          "test_images": N})  # fmt: skip
+    results = RunResults(
+        folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS, CONTROLS
+    )
+    results.write_config(
+        {"sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS}, "test_images": N}
+    )
     for stage in range(3):
         row = (50.0,) * 4 if stage == 0 else final
-        results.append([{"stage": stage, "stage_task": "x", "dataset": d,
-                         "role": "task" if d in TASKS else "control", "kind": "lp",
-                         "accuracy": row[j]} for j, d in enumerate(TASKS + CONTROLS)])  # fmt: skip
+        results.append(
+            [
+                {
+                    "stage": stage,
+                    "stage_task": "x",
+                    "dataset": d,
+                    "role": "task" if d in TASKS else "control",
+                    "kind": "lp",
+                    "accuracy": row[j],
+                }
+                for j, d in enumerate(TASKS + CONTROLS)
+            ]
+        )
     results.write()
 
 

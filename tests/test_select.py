@@ -15,9 +15,11 @@ from run_benchmark import main
 from tasks import SEQUENCES, get_sequence
 from tasks.selected import SELECTED_DIR, load_selection, selection_path, write_selection
 
-SEQUENCE = "tasks: [synth_a, synth_b]\ncontrols: [synth_control]\n" \
-    "defaults: {model: cfbench-tiny-vit, pretrained: none, lr: 1.0e-3, batch_size: 32, " \
-    "warmup_steps: 5, weight_decay: 0.0}\nstrategy_args: {l2sp: {alpha: 0.5}}\n"  # fmt: skip
+SEQUENCE = (
+    "tasks: [synth_a, synth_b]\ncontrols: [synth_control]\n"
+    "defaults: {model: cfbench-tiny-vit, pretrained: none, lr: 1.0e-3, batch_size: 32, "
+    "warmup_steps: 5, weight_decay: 0.0}\nstrategy_args: {l2sp: {alpha: 0.5}}\n"
+)
 
 
 @pytest.fixture
@@ -58,8 +60,10 @@ def test_registered_sequences_read_their_file():
     for name in SEQUENCES:
         spec = get_sequence(name)
         for strategy, entry in load_selection(selection_path(name, True)).items():
-            assert spec.strategy_args[strategy] == {**SEQUENCES[name].strategy_args.get(
-                strategy, {}), **entry["args"]}  # fmt: skip
+            assert spec.strategy_args[strategy] == {
+                **SEQUENCES[name].strategy_args.get(strategy, {}),
+                **entry["args"],
+            }
             chosen = entry["chosen_by"]
             # the recorded scores name the chosen value as their maximum
             label = ",".join(f"{k}={v}" for k, v in entry["args"].items())
@@ -68,8 +72,12 @@ def test_registered_sequences_read_their_file():
 
 
 def test_choose_takes_the_best_mean_and_breaks_ties_by_grid_order():
-    scores = {"lam=1": {"mean": 70.0}, "lam=10": {"mean": 72.5}, "lam=100": {"mean": 72.5},
-              "lam=1000": {"mean": math.nan}}  # fmt: skip
+    scores = {
+        "lam=1": {"mean": 70.0},
+        "lam=10": {"mean": 72.5},
+        "lam=100": {"mean": 72.5},
+        "lam=1000": {"mean": math.nan},
+    }
     assert select.choose(scores) == "lam=10"
     with pytest.raises(CFBenchError, match="no value could be scored"):
         select.choose({"lam=1": {"mean": math.nan}})
@@ -105,16 +113,29 @@ def _final_lp_val(folder, tasks):
 def test_select_end_to_end(seq_file, tmp_path, capsys):
     out = tmp_path / "out"
     cache = str(tmp_path / "cache")  # the test's own: its four runs share row 0 and prompts
-    argv = ["select", "--sequence", str(seq_file), "--strategy", "l2sp", "--grid",
-            "alpha=0.01,100", "--epochs", "1", "--out", str(out),
-            "--cache-dir", cache]  # fmt: skip
+    argv = [
+        "select",
+        "--sequence",
+        str(seq_file),
+        "--strategy",
+        "l2sp",
+        "--grid",
+        "alpha=0.01,100",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        cache,
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     folders = {a: run_dir(out, "two", f"l2sp@alpha={a}", 0) for a in ("0.01", "100")}
     by_hand = {a: _final_lp_val(f, ["synth_a", "synth_b"]) for a, f in folders.items()}
     best = max(by_hand, key=by_hand.get)
-    assert f"alpha={best}" in [line.split()[0] for line in printed.splitlines()
-                               if line.endswith("<- chosen")]  # fmt: skip
+    assert f"alpha={best}" in [
+        line.split()[0] for line in printed.splitlines() if line.endswith("<- chosen")
+    ]
     entry = load_selection(selection_path(str(seq_file), False))["l2sp"]
     assert entry["args"] == {"alpha": float(best)}
     chosen_by = entry["chosen_by"]
@@ -123,23 +144,71 @@ def test_select_end_to_end(seq_file, tmp_path, capsys):
         assert chosen_by["scores"][f"alpha={a}"] == pytest.approx(value, abs=1e-4)
     assert chosen_by["run_options"] == ["--epochs", "1", "--out", str(out), "--cache-dir", cache]
     # a plain run of the sequence now uses the chosen value and says where it came from
-    assert main(["--sequence", str(seq_file), "--strategy", "l2sp", "--epochs", "1", "--out",
-                 str(out), "--cache-dir", cache]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--sequence",
+                str(seq_file),
+                "--strategy",
+                "l2sp",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--cache-dir",
+                cache,
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "two" / "l2sp" / "seed0" / "config.json").read_text())
     assert config["strategy_config"]["alpha"] == float(best)
     assert config["selection"]["grid"] == {"alpha": [0.01, 100]}
     # ... unless the command line replaces it
-    assert main(["--sequence", str(seq_file), "--strategy", "l2sp", "--strategy-arg",
-                 "alpha=3", "--epochs", "1", "--out", str(out / "b"),
-                 "--cache-dir", cache]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--sequence",
+                str(seq_file),
+                "--strategy",
+                "l2sp",
+                "--strategy-arg",
+                "alpha=3",
+                "--epochs",
+                "1",
+                "--out",
+                str(out / "b"),
+                "--cache-dir",
+                cache,
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "b" / "two" / "l2sp" / "seed0" / "config.json").read_text())
     assert config["strategy_config"]["alpha"] == 3.0 and config["selection"] is None
 
 
 def test_metrics_json_has_binomial_standard_errors(seq_file, tmp_path):
     out = tmp_path / "out"
-    assert main(["--sequence", str(seq_file), "--strategy", "ft", "--epochs", "1", "--out",
-                 str(out), "--cache-dir", "none", "--probe-max-test", "50"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--sequence",
+                str(seq_file),
+                "--strategy",
+                "ft",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--cache-dir",
+                "none",
+                "--probe-max-test",
+                "50",
+            ]
+        )
+        == 0
+    )
     folder = out / "two" / "ft" / "seed0"
     m = json.loads((folder / "metrics.json").read_text())
     lp = pd.read_csv(folder / "lp_matrix.csv", index_col=0) / 100.0

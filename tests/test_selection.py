@@ -19,8 +19,9 @@ def write(out, name, seed, final_lp, val, lp_val=None):
     validation accuracies ``val`` (a, b); earlier stages are flat 50."""
     lp_val = (*val, 50.0) if lp_val is None else lp_val
     folder = run_dir(out, "seq", name, seed)
-    results = RunResults(folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS,
-                         CONTROLS)  # fmt: skip
+    results = RunResults(
+        folder, {"sequence": "seq", "strategy": name, "seed": seed}, TASKS, CONTROLS
+    )
     results.write_config({"sequence_spec": {"name": "seq", "tasks": TASKS, "controls": CONTROLS}})
     for stage in range(3):
         records = []

@@ -21,19 +21,35 @@ from run_benchmark import main
 
 KEYS = ["stage", "stage_task", "dataset", "role", "kind", "accuracy"]
 # Small and fast: one epoch on 96 images per task, probes on 160 train / 160 test images.
-SMOKE = ["--sequence", "smoke", "--epochs", "1", "--max-train-images", "96",
-         "--probe-max-train", "160", "--probe-max-test", "160"]  # fmt: skip
+SMOKE = [
+    "--sequence",
+    "smoke",
+    "--epochs",
+    "1",
+    "--max-train-images",
+    "96",
+    "--probe-max-train",
+    "160",
+    "--probe-max-test",
+    "160",
+]
 
 
 # -- averaging, by hand -------------------------------------------------------------------------
 def test_uniform_average_of_state_dicts_is_the_hand_mean():
     def state(w, b, h, n):
-        return {"w": torch.tensor(w), "b": torch.tensor(b),
-                "h": torch.tensor(h, dtype=torch.bfloat16), "n": torch.tensor(n)}  # fmt: skip
+        return {
+            "w": torch.tensor(w),
+            "b": torch.tensor(b),
+            "h": torch.tensor(h, dtype=torch.bfloat16),
+            "n": torch.tensor(n),
+        }
 
-    states = [state([[1.0, 2.0], [3.0, 4.0]], [0.5], [1.0, 2.0], 3),
-              state([[3.0, 2.0], [1.0, 0.0]], [1.5], [2.0, 2.0], 7),
-              state([[2.0, 5.0], [-1.0, 2.0]], [4.0], [3.0, 5.0], 9)]  # fmt: skip
+    states = [
+        state([[1.0, 2.0], [3.0, 4.0]], [0.5], [1.0, 2.0], 3),
+        state([[3.0, 2.0], [1.0, 0.0]], [1.5], [2.0, 2.0], 7),
+        state([[2.0, 5.0], [-1.0, 2.0]], [4.0], [3.0, 5.0], 9),
+    ]
     mean = average_state_dicts(iter(states))  # read one at a time
     assert torch.equal(mean["w"], torch.tensor([[2.0, 3.0], [1.0, 2.0]]))
     assert torch.equal(mean["b"], torch.tensor([2.0]))
@@ -66,10 +82,12 @@ def test_state_dicts_that_cannot_be_averaged_are_refused():
 # -- greedy selection, by hand ------------------------------------------------------------------
 def test_greedy_keeps_an_ingredient_only_when_validation_accuracy_strictly_rises():
     individual = [70.0, 80.0, 75.0, 60.0, 75.0]
-    soups = {(1, 2): 81.0,  # above 80: kept
-             (1, 2, 4): 81.0,  # equal, not higher: left out
-             (1, 2, 0): 83.0,  # kept
-             (1, 2, 0, 3): 82.5}  # lower: left out  # fmt: skip
+    soups = {
+        (1, 2): 81.0,  # above 80: kept
+        (1, 2, 4): 81.0,  # equal, not higher: left out
+        (1, 2, 0): 83.0,  # kept
+        (1, 2, 0, 3): 82.5,
+    }  # lower: left out
     asked = []
 
     def accuracy(candidate):
@@ -106,9 +124,23 @@ def test_soup_help_explains_every_option():
     from benchmark.cli import build_soup_parser
 
     text = " ".join(build_soup_parser().format_help().split())  # as words: any terminal width
-    for word in ("RUN_DIR", "--mode", "uniform", "greedy", "--out", "--seed", "--device",
-                 "--data-root", "--eval-batch-size", "--force", "--debug", "validation",
-                 "--keep-checkpoints all", "2203.05482", "exit 2"):  # fmt: skip
+    for word in (
+        "RUN_DIR",
+        "--mode",
+        "uniform",
+        "greedy",
+        "--out",
+        "--seed",
+        "--device",
+        "--data-root",
+        "--eval-batch-size",
+        "--force",
+        "--debug",
+        "validation",
+        "--keep-checkpoints all",
+        "2203.05482",
+        "exit 2",
+    ):
         assert word in text, word
 
 
@@ -153,8 +185,9 @@ def test_uniform_soup_of_two_identical_runs_is_the_run_stage_by_stage(runs, soup
     assert soup_cfg["mode"] == "uniform" and soup_cfg["per_stage"] is True
     assert soup_cfg["stages"] == [0, 1, 2, 3]
     assert [i["folder"] for i in soup_cfg["ingredients"]] == [str(runs.a), str(runs.twin)]
-    assert all(i["kept"] and i["strategy"] == "ft" and i["seed"] == 0
-               for i in soup_cfg["ingredients"])  # fmt: skip
+    assert all(
+        i["kept"] and i["strategy"] == "ft" and i["seed"] == 0 for i in soup_cfg["ingredients"]
+    )
     assert config["sequence_spec"]["tasks"] == ["synth_a", "synth_b", "synth_c"]
 
 
@@ -251,15 +284,18 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_ingredients_that_cannot_join_a_soup_are_refused_with_one_line(runs, tmp_path, capsys,
-                                                                      case):  # fmt: skip
+def test_ingredients_that_cannot_join_a_soup_are_refused_with_one_line(
+    runs, tmp_path, capsys, case
+):
     spoil, message = BAD[case]
     bad = tmp_path / "bad/smoke/ft/seed0"
     shutil.copytree(runs.b, bad)
     spoil(bad)
     capsys.readouterr()
-    assert main(["soup", str(runs.a), str(bad), "--mode", "uniform", "--out",
-                 str(tmp_path / "out")]) == 2  # fmt: skip
+    assert (
+        main(["soup", str(runs.a), str(bad), "--mode", "uniform", "--out", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err and str(bad) in err, err

@@ -209,8 +209,13 @@ def test_a_run_restored_from_a_checkpoint_trains_on_bit_for_bit(name, max_images
         context = fresh_context(data3, train=train)
         plugins = resolve(name, args)(context)
         log = LossLog()
-        trainer = Trainer(model=context.model, cfg=train, device=CPU, plugins=[*plugins, log],
-                          task_names=[d.name for d in data3])  # fmt: skip
+        trainer = Trainer(
+            model=context.model,
+            cfg=train,
+            device=CPU,
+            plugins=[*plugins, log],
+            task_names=[d.name for d in data3],
+        )
         enc = context.encoder
         stream = build_stream(data3, enc.train_transform, enc.eval_transform, max_images)
         return context.model, plugins, trainer, stream.train_stream, log
@@ -393,9 +398,15 @@ def fake_vit(blocks):
 
 @pytest.mark.parametrize(
     "blocks, expected",
-    [(12, [3, 6, 9, 12]), (8, [2, 4, 6, 8]), (24, [6, 12, 18, 24]), (10, [2, 4, 6, 8, 10]),
-     (6, [1, 2, 3, 4, 5, 6]), (2, [1, 2])],
-)  # fmt: skip
+    [
+        (12, [3, 6, 9, 12]),
+        (8, [2, 4, 6, 8]),
+        (24, [6, 12, 18, 24]),
+        (10, [2, 4, 6, 8, 10]),
+        (6, [1, 2, 3, 4, 5, 6]),
+        (2, [1, 2]),
+    ],
+)
 def test_vit_taps_are_ln_pre_and_every_quarter_of_the_blocks(blocks, expected):
     # ViT-B/32 has 12 blocks: ln_pre, blocks 3, 6, 9, 12 (1-based); fewer than 8 blocks: all;
     # L // 4 = 2 for 10 blocks, so five of them
@@ -482,10 +493,15 @@ def test_ldifs_plugin_adds_lambda_times_the_distance(data):
 
 def test_ldifs_works_for_a_cnn_with_batch_norm_that_declares_taps():
     encoder = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-    )  # fmt: skip
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
     model = MultiTaskClassifier(encoder, [CosineHead(torch.randn(3, 16))])
     taps = SimpleNamespace(taps=[encoder[2], encoder[5]])  # feature maps [B, C, H, W]
     context = StrategyContext(model, taps, CPU, TRAIN, PROBE, [])
@@ -587,7 +603,11 @@ def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tm
     config = json.loads((tmp_path / "mini" / "ldifs" / "seed0" / "config.json").read_text())
     assert config["strategy_args"] == {"lam": 1, "anchor": "pretrained"}  # from the YAML
     assert config["strategy_config"] == {
-        "lam": 1.0, "anchor": "pretrained", "axis": "token", "reduction": "mean"}  # fmt: skip
+        "lam": 1.0,
+        "anchor": "pretrained",
+        "axis": "token",
+        "reduction": "mean",
+    }
     assert config["seed"] == 0
     # Re-running compares the strategy's settings by effect, not as typed: an argument given at
     # the value it already had is the same run (already complete); another value is refused.
@@ -645,9 +665,15 @@ class GradLog(SupervisedPlugin):
 
 @pytest.mark.parametrize(
     "name, args",
-    [("ft", {}), ("l2sp", {"anchor": "pretrained"}), ("ldifs", {"anchor": "pretrained"}),
-     ("lwf", {}), ("ewc", {"lam": 5.0}), ("replay", {"mem_size": 8})],
-)  # fmt: skip
+    [
+        ("ft", {}),
+        ("l2sp", {"anchor": "pretrained"}),
+        ("ldifs", {"anchor": "pretrained"}),
+        ("lwf", {}),
+        ("ewc", {"lam": 5.0}),
+        ("replay", {"mem_size": 8}),
+    ],
+)
 def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(name, args, data):
     """Task 1 trained alike; task 2's first step once on the whole batch (16 images, 16 + 8 with
     replay) and once in micro-batches of 5: same gradient, penalties included."""
@@ -655,8 +681,9 @@ def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(name, args, da
     for micro in (None, 5):
         context = fresh_context(data)
         log = GradLog()
-        trainer = Trainer(model=context.model, cfg=TRAIN, device=CPU,
-                          plugins=[*resolve(name, args)(context), log])  # fmt: skip
+        trainer = Trainer(
+            model=context.model, cfg=TRAIN, device=CPU, plugins=[*resolve(name, args)(context), log]
+        )
         enc = context.encoder
         stream = build_stream(data, enc.train_transform, enc.eval_transform).train_stream
         trainer.train_task(stream[0], 1)

@@ -16,10 +16,17 @@ from tasks.vision import VISION_TASKS
 
 # Our datasets, the clip_benchmark key each one's prompts come from, and how many there are.
 EXPECTED = {
-    "cifar10": ("cifar10", 18), "cifar100": ("cifar100", 18), "imagenet": ("imagenet1k", 80),
-    "cars": ("cars", 8), "dtd": ("dtd", 8), "eurosat": ("eurosat", 3), "gtsrb": ("gtsrb", 3),
-    "mnist": ("mnist", 1), "svhn": ("mnist", 1), "resisc45": ("resisc45", 4),
-}  # fmt: skip
+    "cifar10": ("cifar10", 18),
+    "cifar100": ("cifar100", 18),
+    "imagenet": ("imagenet1k", 80),
+    "cars": ("cars", 8),
+    "dtd": ("dtd", 8),
+    "eurosat": ("eurosat", 3),
+    "gtsrb": ("gtsrb", 3),
+    "mnist": ("mnist", 1),
+    "svhn": ("mnist", 1),
+    "resisc45": ("resisc45", 4),
+}
 
 
 def _json_file() -> dict:
@@ -102,8 +109,15 @@ def test_config_json_records_the_templates(tmp_path):
     from benchmark.strategy_api import Resolved
     from tasks import get_sequence
 
-    cfg = RunConfig(model="cfbench-tiny-vit", pretrained="none", data_root=tmp_path, device="cpu",
-                    out=tmp_path / "out", pipeline="pil", cache="none")  # fmt: skip
+    cfg = RunConfig(
+        model="cfbench-tiny-vit",
+        pretrained="none",
+        data_root=tmp_path,
+        device="cpu",
+        out=tmp_path / "out",
+        pipeline="pil",
+        cache="none",
+    )
     setup = prepare(cfg, get_sequence("smoke"), Resolved(build=lambda c: [], settings={}), print)
     records = setup.config["templates"]
     assert set(records) == {"synth_a", "synth_b", "synth_c", "synth_control"}
@@ -131,9 +145,11 @@ def test_clip_benchmark_modules_are_not_imported():
     import subprocess
     import sys
 
-    code = ("import sys; from tasks import TASKS; "
-            "assert len(TASKS['cifar10'].templates) == 18; "
-            "print(sorted(m for m in sys.modules if m.startswith('clip_benchmark')))")  # fmt: skip
+    code = (
+        "import sys; from tasks import TASKS; "
+        "assert len(TASKS['cifar10'].templates) == 18; "
+        "print(sorted(m for m in sys.modules if m.startswith('clip_benchmark')))"
+    )
     from tests.conftest import ROOT
 
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

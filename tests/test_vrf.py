@@ -238,8 +238,9 @@ def test_weight_one_gives_the_fine_tuned_accuracy_and_zero_the_zero_shot_one():
         assert (pred.numpy() == y).mean() == expected
 
 
-@pytest.mark.parametrize("scale, classes, accuracy", [(3.0, 10, 0.7), (5.0, 4, 0.55),
-                                                      (50.0, 3, 0.6), (0.05, 10, 0.9)])  # fmt: skip
+@pytest.mark.parametrize(
+    "scale, classes, accuracy", [(3.0, 10, 0.7), (5.0, 4, 0.55), (50.0, 3, 0.6), (0.05, 10, 0.9)]
+)
 def test_calibrated_temperature_makes_mean_confidence_match_accuracy(scale, classes, accuracy):
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(500, classes, generator=g, dtype=torch.float64) * scale
@@ -287,8 +288,12 @@ def hand_features(encoder, dataset, indices):
     """float64 numpy embeddings: pixels / 255 in (C, H, W) order, times W, plus b."""
     w = encoder[1].weight.detach().double().numpy()
     b = encoder[1].bias.detach().double().numpy()
-    x = np.stack([np.asarray(dataset[int(i)][0], dtype=np.float64).transpose(2, 0, 1).ravel()
-                  / 255 for i in indices])  # fmt: skip
+    x = np.stack(
+        [
+            np.asarray(dataset[int(i)][0], dtype=np.float64).transpose(2, 0, 1).ravel() / 255
+            for i in indices
+        ]
+    )
     return x @ w.T + b
 
 
@@ -405,8 +410,11 @@ def independent(hand, settings, max_train=None):
         ose=100 * np.mean(ose.argmax(1) == yte),
         head=100 * np.mean(ft_logits(fte).argmax(1) == yte),
         zs_pretrained=100 * np.mean(zs_logits(pte).argmax(1) == yte),
-        n_zsf=n_zsf, k=k, w=w, n_train=n_train,
-    )  # fmt: skip
+        n_zsf=n_zsf,
+        k=k,
+        w=w,
+        n_train=n_train,
+    )
 
 
 @pytest.mark.parametrize("a, b", [(1.5, 0.6), (0.12, 0.01)])
@@ -484,19 +492,24 @@ def _context(encoder):
 # -- the command line ----------------------------------------------------------------------------
 def test_without_a_text_tower_vrf_is_skipped_by_all_and_refused_alone(capsys, tmp_path):
     base = ["--sequence", "smoke", "--model", "resnet20-cifar", "--out", str(tmp_path)]
-    args = build_parser(list(STRATEGIES)).parse_args([*base, "--strategy", "all", "--seeds", "0",
-                                                      "1"])  # fmt: skip
+    args = build_parser(list(STRATEGIES)).parse_args(
+        [*base, "--strategy", "all", "--seeds", "0", "1"]
+    )
     _, cfgs = build_configs(args)
     # lp_ft is skipped too: without a text tower every strategy has LP-initialised heads
     needs = [s for s, spec in STRATEGIES.items() if spec.needs_text_tower]  # vrf, flyp
     assert [c.strategy for c in cfgs] == [s for s in STRATEGIES if s not in (*needs, "lp_ft")] * 2
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[1] == ("skipping vrf: it needs a model with a text tower (VRF ensembles each "
-                      "task's fine-tuned head with the pretrained zero-shot head) and "
-                      "resnet20-cifar has none")  # fmt: skip
+    assert out[1] == (
+        "skipping vrf: it needs a model with a text tower (VRF ensembles each "
+        "task's fine-tuned head with the pretrained zero-shot head) and "
+        "resnet20-cifar has none"
+    )
     assert out[0].startswith("skipping lp_ft: ") and len(out) == 1 + len(needs)
-    refusals = [(["--strategy", "vrf"], "error: strategy vrf needs a model with a text tower"),
-                (["--vrf"], "error: --vrf needs a model with a text tower")]  # fmt: skip
+    refusals = [
+        (["--strategy", "vrf"], "error: strategy vrf needs a model with a text tower"),
+        (["--vrf"], "error: --vrf needs a model with a text tower"),
+    ]
     for extra, words in refusals:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -518,10 +531,29 @@ def smoke(tmp_path_factory):
     assert main([*base, "--strategy", "ft"]) == 0
     assert main([*base, "--strategy", "vrf"]) == 0
     flagged = tmp_path_factory.mktemp("vrf_flag")
-    assert main(["--sequence", "smoke", "--out", str(flagged), "--seed", "0", "--strategy", "ft",
-                 "--vrf", "--cache-dir", "none"]) == 0  # fmt: skip
-    runs = {"ft": out / "smoke/ft/seed0", "vrf": out / "smoke/vrf/seed0",
-            "ft_vrf": flagged / "smoke/ft/seed0"}  # fmt: skip
+    assert (
+        main(
+            [
+                "--sequence",
+                "smoke",
+                "--out",
+                str(flagged),
+                "--seed",
+                "0",
+                "--strategy",
+                "ft",
+                "--vrf",
+                "--cache-dir",
+                "none",
+            ]
+        )
+        == 0
+    )
+    runs = {
+        "ft": out / "smoke/ft/seed0",
+        "vrf": out / "smoke/vrf/seed0",
+        "ft_vrf": flagged / "smoke/ft/seed0",
+    }
     return out, {k: pd.read_csv(v / "records.csv") for k, v in runs.items()}, runs
 
 
@@ -545,8 +577,11 @@ def test_smoke_vrf_records_and_lp_rows_equal_ft(smoke):
     config = json.loads((folders["ft_vrf"] / "config.json").read_text())
     assert config["vrf"] is True and config["strategy"] == "ft"
     config = json.loads((folders["vrf"] / "config.json").read_text())
-    assert config["vrf"] is False and config["strategy_config"] == {"a": 1.5, "b": 0.6,
-                                                                    "ose_weight": 0.5}  # fmt: skip
+    assert config["vrf"] is False and config["strategy_config"] == {
+        "a": 1.5,
+        "b": 0.6,
+        "ose_weight": 0.5,
+    }
     matrix = pd.read_csv(folders["vrf"] / "vrf_matrix.csv", index_col="stage")
     assert list(matrix.index) == [1, 2, 3] and list(matrix.columns) == tasks
     metrics = json.loads((folders["vrf"] / "metrics.json").read_text())
@@ -558,8 +593,12 @@ def test_report_shows_the_vrf_and_ose_figures(smoke):
     out, _, _ = smoke
     assert main(["report", str(out)]) == 0
     report = out / "report"
-    for name in ("smoke/curves_vrf.png", "smoke/curves_ose.png",
-                 "smoke/vrf/seed0/vrf_heatmap.png", "smoke/vrf/seed0/ose_heatmap.png"):  # fmt: skip
+    for name in (
+        "smoke/curves_vrf.png",
+        "smoke/curves_ose.png",
+        "smoke/vrf/seed0/vrf_heatmap.png",
+        "smoke/vrf/seed0/ose_heatmap.png",
+    ):
         assert (report / name).is_file(), name
     assert not (report / "smoke/ft/seed0/vrf_heatmap.png").exists()
     text = (report / "report.md").read_text()

@@ -94,8 +94,10 @@ def test_feature_mse_by_hand():
 
 def test_weight_average_after_k_updates_is_the_mean():
     g = torch.Generator().manual_seed(3)
-    models = [{"w": torch.randn(4, 3, generator=g), "still": torch.full((2,), 0.1),
-               "n": torch.tensor(k)} for k in range(5)]  # fmt: skip
+    models = [
+        {"w": torch.randn(4, 3, generator=g), "still": torch.full((2,), 0.1), "n": torch.tensor(k)}
+        for k in range(5)
+    ]
     average = dict(models[0])
     for k, model in enumerate(models[1:], start=1):
         average = weight_average(average, model, k)
@@ -121,8 +123,9 @@ def test_reference_batches_cover_every_pass_once_and_repeat():
 # -- the plugin -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data():
-    specs = [synthetic_task(f"zs_{k}", seed=40 + k, num_classes=3, n_train=8, n_test=2)
-             for k in range(2)]  # fmt: skip
+    specs = [
+        synthetic_task(f"zs_{k}", seed=40 + k, num_classes=3, n_train=8, n_test=2) for k in range(2)
+    ]
     return [spec.build(Path("."), False) for spec in specs]
 
 
@@ -138,8 +141,10 @@ def make_context(tiny_encoder, data, reference, text=True, controls=()):
     torch.manual_seed(0)
     module = copy.deepcopy(tiny_encoder.module)
     tower = tiny_encoder.text
-    heads = [CosineHead(tower.class_weights(d.classnames, d.templates), scale=tower.logit_scale)
-             for d in data]  # fmt: skip
+    heads = [
+        CosineHead(tower.class_weights(d.classnames, d.templates), scale=tower.logit_scale)
+        for d in data
+    ]
     encoder = SimpleNamespace(
         text=tower if text else None, eval_transform=tiny_encoder.eval_transform
     )
@@ -150,8 +155,9 @@ def make_context(tiny_encoder, data, reference, text=True, controls=()):
         raise DatasetMissingError(f"no {name}")
 
     model = MultiTaskClassifier(module, heads)
-    return StrategyContext(model, encoder, CPU, TRAIN, PROBE, list(data), controls=list(controls),
-                           load_dataset=load)  # fmt: skip
+    return StrategyContext(
+        model, encoder, CPU, TRAIN, PROBE, list(data), controls=list(controls), load_dataset=load
+    )
 
 
 def added_loss(plugin, context):
@@ -271,12 +277,14 @@ def test_auto_reference_skips_the_runs_tasks_and_controls(tiny_encoder, data, re
 
 @pytest.mark.parametrize(
     "args, message",
-    [({"temperature": 0}, "temperature must be a finite number > 0"),
-     ({"avg_freq": 0}, "avg_freq must be >= 1"),
-     ({"ref_images": 0}, "ref_images must be >= 1"),
-     ({"image_loss": -1}, "image_loss must be a finite number >= 0"),
-     ({"we": "yes"}, "we=")],
-)  # fmt: skip
+    [
+        ({"temperature": 0}, "temperature must be a finite number > 0"),
+        ({"avg_freq": 0}, "avg_freq must be >= 1"),
+        ({"ref_images": 0}, "ref_images must be >= 1"),
+        ({"image_loss": -1}, "image_loss must be a finite number >= 0"),
+        ({"we": "yes"}, "we="),
+    ],
+)
 def test_a_bad_option_is_refused_in_one_line(args, message):
     with pytest.raises(CFBenchError, match=message) as error:
         resolve("zscl", args)

@@ -88,11 +88,17 @@ class CheckpointStore:
         data = buffer.getbuffer()  # no second copy of a model-sized buffer
         path = self.path(ckpt.stage)
         write_atomic(path, data)
-        write_json(self.index, {
-            "format": FORMAT, "stage": ckpt.stage, "file": str(path.relative_to(self.folder)),
-            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "settings": self.settings,
-        })  # fmt: skip
+        write_json(
+            self.index,
+            {
+                "format": FORMAT,
+                "stage": ckpt.stage,
+                "file": str(path.relative_to(self.folder)),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "settings": self.settings,
+            },
+        )
         if self.keep == "last":
             for old in (self.folder / FOLDER).glob("stage*.pt"):
                 if old != path:

@@ -36,12 +36,21 @@ def grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
         what = "grid YAML file: sequences, strategies, seeds, grid, options (documented in "
         a("file", nargs="?", help=what + "benchmark/grid/spec.py); flags below replace its axes")
     a("--sequence", nargs="+", metavar="NAME", help="sequences (names or .yaml paths)")
-    a("--strategy", nargs="+", metavar="NAME", help="strategies (registered names or "
-      "package.module:factory)")  # fmt: skip
+    a(
+        "--strategy",
+        nargs="+",
+        metavar="NAME",
+        help="strategies (registered names or package.module:factory)",
+    )
     a("--seeds", nargs="+", type=int, metavar="N", help="seeds (default: the file's, else 0)")
-    a("--grid", action="append", default=[], metavar="STRATEGY.KEY=V1,V2",
-      help="values of one strategy argument, repeatable (e.g. ldifs.lam=1,10,100); a "
-      "strategy's values multiply; the values are part of the run's name")  # fmt: skip
+    a(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="STRATEGY.KEY=V1,V2",
+        help="values of one strategy argument, repeatable (e.g. ldifs.lam=1,10,100); a "
+        "strategy's values multiply; the values are part of the run's name",
+    )
     executor_options(p)
     return p
 
@@ -49,17 +58,39 @@ def grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
 def executor_options(p: argparse.ArgumentParser) -> None:
     """Where the runs go (grid and select share them)."""
     a = p.add_argument
-    a("--executor", choices=("local", "ray"), default="local",
-      help="local: one run after another in this process (default); ray: every run a Ray task "
-      "(needs pip install \"cfbench[ray]\")")  # fmt: skip
-    a("--ray-address", metavar="ADDR", help="address of a running Ray cluster (default: start a "
-      "local Ray on this machine)")  # fmt: skip
-    a("--gpus-per-run", type=float, default=1.0, metavar="G",
-      help="GPUs one run asks for when the cluster has GPUs; fractional for small models "
-      "(default: 1)")  # fmt: skip
-    a("--cpus-per-run", type=float, default=1.0, metavar="C",
-      help="CPUs one run asks for when the cluster has no GPU (default: 1)")  # fmt: skip
-    a("--max-retries", type=int, default=2, metavar="N",
-      help="times Ray reruns a cell whose worker died (killed, node lost); the rerun resumes "
-      "from the cell's last checkpoint (default: 2); a run's own failure is not")  # fmt: skip
+    a(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one run after another in this process (default); ray: every run a Ray task "
+        '(needs pip install "cfbench[ray]")',
+    )
+    a(
+        "--ray-address",
+        metavar="ADDR",
+        help="address of a running Ray cluster (default: start a local Ray on this machine)",
+    )
+    a(
+        "--gpus-per-run",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="GPUs one run asks for when the cluster has GPUs; fractional for small models "
+        "(default: 1)",
+    )
+    a(
+        "--cpus-per-run",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs one run asks for when the cluster has no GPU (default: 1)",
+    )
+    a(
+        "--max-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="times Ray reruns a cell whose worker died (killed, node lost); the rerun resumes "
+        "from the cell's last checkpoint (default: 2); a run's own failure is not",
+    )
     a("--debug", action="store_true", help="show tracebacks for errors")

@@ -55,8 +55,9 @@ class GridProgress:
         eta = ""
         if self.seconds and left:
             eta = f"{sum(self.seconds) / len(self.seconds) * left / self.parallel / 60:.1f} min"
-        self.bar.set_postfix(running=self.running, failed=self.failed, left=eta or "?",
-                             refresh=True)  # fmt: skip
+        self.bar.set_postfix(
+            running=self.running, failed=self.failed, left=eta or "?", refresh=True
+        )
 
     def close(self) -> None:
         self.bar.close()

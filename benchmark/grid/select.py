@@ -47,9 +47,12 @@ scored (nothing written), 2 bad input (nothing was run)."""
 
 
 def select_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py select", description=DESCRIPTION,
-                                epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="run_benchmark.py select",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a = p.add_argument
     a("--sequence", required=True, metavar="NAME", help="the sequence (name or .yaml path)")
     a("--strategy", required=True, metavar="NAME", help="the strategy whose argument is chosen")
@@ -83,12 +86,18 @@ def selection_grid(args: argparse.Namespace, run_options: Sequence[str]) -> Grid
     """The grid: one strategy, its values, the seeds. A value needs 2+ entries to choose from."""
     values = parse_values([f"{args.strategy}.{item}" for item in args.grid])[args.strategy]
     if math.prod(len(v) for v in values.values()) < 2:
-        raise CFBenchError("--grid gives one value; give at least two to choose from "
-                           "(e.g. --grid lam=1,10,100)")  # fmt: skip
+        raise CFBenchError(
+            "--grid gives one value; give at least two to choose from (e.g. --grid lam=1,10,100)"
+        )
     if any(len(set(map(str, v))) != len(v) for v in values.values()):
         raise CFBenchError("--grid repeats a value; give each value once")
-    return GridSpec((args.sequence,), (args.strategy,), tuple(args.seeds), {args.strategy: values},
-                    tuple(run_options))  # fmt: skip
+    return GridSpec(
+        (args.sequence,),
+        (args.strategy,),
+        tuple(args.seeds),
+        {args.strategy: values},
+        tuple(run_options),
+    )
 
 
 def score_runs(cells: Sequence[Cell], folders: Sequence[Path], score: str) -> dict[str, dict]:
@@ -118,8 +127,10 @@ def choose(scores: dict[str, dict]) -> str:
 
     chosen = choose_value({k: v["mean"] for k, v in scores.items()})
     if chosen is None:
-        raise CFBenchError("no value could be scored on validation (every run failed or has no "
-                           "validation records); nothing was written")  # fmt: skip
+        raise CFBenchError(
+            "no value could be scored on validation (every run failed or has no "
+            "validation records); nothing was written"
+        )
     return chosen
 
 
@@ -168,22 +179,31 @@ def select_command(argv: list[str], execute_cells) -> int:
         folders, results = execute_cells(cells, args)
         print(executors.summary(cells, results))
         if any(r["status"] == "failed" for r in results):
-            print("some runs failed: nothing was written; fix them and rerun (finished runs are "
-                  "skipped)", file=sys.stderr)  # fmt: skip
+            print(
+                "some runs failed: nothing was written; fix them and rerun (finished runs are "
+                "skipped)",
+                file=sys.stderr,
+            )
             return 1
         scores = score_runs(cells, folders, args.score)
         chosen = choose(scores)
         print(score_table(scores, chosen, args.score))
         if not args.no_write:
             path = selection_path(args.sequence, args.sequence in SEQUENCES)
-            write_selection(path, args.strategy, scores[chosen]["args"],
-                            chosen_by(args, grid, scores, run_options))  # fmt: skip
+            write_selection(
+                path,
+                args.strategy,
+                scores[chosen]["args"],
+                chosen_by(args, grid, scores, run_options),
+            )
             print(f"{args.strategy}: {chosen} written to {path}")
     except CFBenchError as error:
         return print_user_error(error, args.debug)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to go on (finished runs are skipped)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "interrupted; rerun the same command to go on (finished runs are skipped)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
@@ -191,8 +211,10 @@ def select_command(argv: list[str], execute_cells) -> int:
 def selected_markdown(selection: dict[str, dict]) -> str:
     """The selected arguments of a sequence (tasks/selected.py's entries) as a Markdown table:
     strategy, chosen value, the grid's validation scores, score and seeds."""
-    lines = ["| strategy | chosen | validation score per value (%) | score | seeds |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| strategy | chosen | validation score per value (%) | score | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for strategy, entry in selection.items():
         by = entry.get("chosen_by", {})
         chosen = ",".join(f"{k}={v}" for k, v in entry["args"].items())

@@ -120,8 +120,10 @@ def load_grid_file(path: Path) -> dict[str, Any]:
         raise CFBenchError(f"grid file {path} must be a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(data) - set(GRID_KEYS))
     if unknown:
-        raise CFBenchError(f"grid file {path}: unknown keys {', '.join(unknown)}; valid keys: "
-                           f"{', '.join(GRID_KEYS)}")  # fmt: skip
+        raise CFBenchError(
+            f"grid file {path}: unknown keys {', '.join(unknown)}; valid keys: "
+            f"{', '.join(GRID_KEYS)}"
+        )
     grid = data.get("grid") or {}
     if not isinstance(grid, dict):
         raise CFBenchError(f"grid file {path}: 'grid' must map STRATEGY.KEY to a list of values")
@@ -170,7 +172,9 @@ def build_grid(
         merged.setdefault(strategy, {}).update(keys)
     stray = sorted(set(merged) - set(strats))
     if stray:
-        raise CFBenchError(f"--grid names {', '.join(stray)}, which the grid does not run; "
-                           f"add it to --strategy or drop its values")  # fmt: skip
+        raise CFBenchError(
+            f"--grid names {', '.join(stray)}, which the grid does not run; "
+            f"add it to --strategy or drop its values"
+        )
     options = options_argv(file.get("options") or {}) + tuple(extra)
     return GridSpec(seqs, strats, seed_list, merged, options)

@@ -36,14 +36,19 @@ def fit_probe_head(
     """(W [C, D], b [C]) of the linear probe on ``encoder``'s features of ``data.train``."""
     idx, val_mask = probe_split(len(data.train), probe.max_train_samples)
     with preserve_rng(features.device):  # the probe's data pass must not shift the training RNG
-        x = extract_features(encoder, Transformed(data.train, transform, idx),
-                             desc=f"LP-FT probe {data.name}", **features.kwargs())  # fmt: skip
+        x = extract_features(
+            encoder,
+            Transformed(data.train, transform, idx),
+            desc=f"LP-FT probe {data.name}",
+            **features.kwargs(),
+        )
     device = features.device
     y = torch.as_tensor(np.asarray(targets_of(data.train))[idx], device=device)
     mask = torch.as_tensor(val_mask, device=device)
     with timed(features.cost, "probe"):
-        result = linear_probe(x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter,
-                              tol=probe.tol)  # fmt: skip
+        result = linear_probe(
+            x, y, mask, x, y, data.num_classes, probe.c_grid, probe.max_iter, tol=probe.tol
+        )
     return result.weight, result.bias
 
 
@@ -54,8 +59,14 @@ def set_head(head: nn.Module, weight: torch.Tensor, bias: torch.Tensor):
     head.bias.copy_(bias)
 
 
-def lp_init_head(model: nn.Module, task: int, data: TaskData, transform, probe: ProbeConfig,
-                 features: FeaturePass) -> None:  # fmt: skip
+def lp_init_head(
+    model: nn.Module,
+    task: int,
+    data: TaskData,
+    transform,
+    probe: ProbeConfig,
+    features: FeaturePass,
+) -> None:
     """LP-initialise ``model.heads[str(task)]`` from ``model.encoder`` (reusable: encoders without
     a text tower need LP-initialised heads)."""
     weight, bias = fit_probe_head(model.encoder, data, transform, probe, features)
@@ -73,9 +84,10 @@ class LPInitPlugin(SupervisedPlugin):
         t = strategy.experience.task_label  # = the task's index in the sequence (streams.py)
         c = self.context
         features = c.features or FeaturePass(
-            strategy.device, c.probe.batch_size or FeaturePass.default_batch(strategy.device),
+            strategy.device,
+            c.probe.batch_size or FeaturePass.default_batch(strategy.device),
             kwargs.get("num_workers", 0),
-        )  # fmt: skip
+        )
         what = f"preparing task '{c.tasks[t].name}' (e.g. the feature pass of its LP-init probe)"
         with phase(smaller_eval_batch(what, features.batch_size)):
             lp_init_head(strategy.model, t, c.tasks[t], c.encoder.eval_transform, c.probe, features)

@@ -84,16 +84,28 @@ def probe_vs_sklearn(
     val_mask = np.asarray(val_mask, dtype=bool)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    ours, our_path, seconds_ours = _ours(x_train, y_train, val_mask, x_test, y_test, num_classes,
-                                         grid, device)  # fmt: skip
+    ours, our_path, seconds_ours = _ours(
+        x_train, y_train, val_mask, x_test, y_test, num_classes, grid, device
+    )
     xtr, xte = _normalised(x_train), _normalised(x_test)
     (sk_path, sk_best, sk_refit), seconds_sklearn = _theirs(
-        xtr, y_train, xte, y_test, val_mask, grid, sklearn_tol, sklearn_max_iter,
+        xtr,
+        y_train,
+        xte,
+        y_test,
+        val_mask,
+        grid,
+        sklearn_tol,
+        sklearn_max_iter,
         sklearn_blas_threads,
-    )  # fmt: skip
+    )
     gaps, refit_gap = _gaps(xtr, y_train, val_mask, our_path, sk_path, ours, sk_best, sk_refit)
-    shape = {"train": list(np.shape(x_train)), "test": list(np.shape(x_test)),
-             "classes": num_classes, "val": int(val_mask.sum())}  # fmt: skip
+    shape = {
+        "train": list(np.shape(x_train)),
+        "test": list(np.shape(x_test)),
+        "classes": num_classes,
+        "val": int(val_mask.sum()),
+    }
     return {
         "seconds_ours": seconds_ours,
         "seconds_sklearn": seconds_sklearn,
@@ -162,8 +174,9 @@ def _gaps(xtr, y_train, val_mask, our_path, sk_path, ours, sk_best, sk_refit):
     for p in our_path:
         w, b, _ = sk_path[p.c]
         ref = objective(fx, fy, w, b, p.c)
-        gaps[repr(p.c)] = (objective(fx, fy, p.weight.cpu().numpy(), p.bias.cpu().numpy(), p.c)
-                           - ref) / abs(ref)  # fmt: skip
+        gaps[repr(p.c)] = (
+            objective(fx, fy, p.weight.cpu().numpy(), p.bias.cpu().numpy(), p.c) - ref
+        ) / abs(ref)
     refit_gap = None
     if ours.best_c == sk_best[0]:
         ref = objective(xtr, y_train, sk_refit.coef_, sk_refit.intercept_, ours.best_c)
@@ -212,9 +225,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     val[
         np.random.default_rng(a.seed + 1).permutation(len(ytr))[: int(a.val_fraction * len(ytr))]
     ] = True
-    out = probe_vs_sklearn(xtr, ytr, xte, yte, val, ProbeConfig().c_grid,
-                           sklearn_tol=a.sklearn_tol, sklearn_blas_threads=a.sklearn_blas_threads,
-                           device=a.device)  # fmt: skip
+    out = probe_vs_sklearn(
+        xtr,
+        ytr,
+        xte,
+        yte,
+        val,
+        ProbeConfig().c_grid,
+        sklearn_tol=a.sklearn_tol,
+        sklearn_blas_threads=a.sklearn_blas_threads,
+        device=a.device,
+    )
     print(json.dumps(out, indent=2))
     return out
 

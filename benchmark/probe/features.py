@@ -34,9 +34,14 @@ class FeaturePass:
         return 1024 if device.type == "cuda" else 256
 
     def kwargs(self) -> dict:
-        return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers,
-                "pipeline": self.pipeline, "autocast": self.autocast,
-                "cost": self.cost}  # fmt: skip
+        return {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "pipeline": self.pipeline,
+            "autocast": self.autocast,
+            "cost": self.cost,
+        }
 
 
 class Transformed(Dataset):
@@ -83,9 +88,11 @@ def extract_features(
     total = sum(len(p) for p in parts)
     bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, unit="img")
     with timed(cost, "features"), torch.inference_mode(), amp:
-        for images in _device_batches(parts, pipeline, device, batch_size) if arrays else (
-            _loader_batches(parts, device, batch_size, workers)
-        ):  # fmt: skip
+        for images in (
+            _device_batches(parts, pipeline, device, batch_size)
+            if arrays
+            else (_loader_batches(parts, device, batch_size, workers))
+        ):
             chunks.append(encoder(images).float())
             bar.update(len(images))
     bar.close()

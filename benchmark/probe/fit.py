@@ -196,10 +196,20 @@ def linear_probe(
     scores = [accuracy(val_x, val_y, p.weight, p.bias) for p in path]
     best = scores.index(max(scores))  # the first: the smallest C of those tied
     chosen = path[best]
-    refit = _fit_one(train_x, train_y, num_classes, chosen.c, max_iter,
-                     (chosen.weight, chosen.bias), tol)  # fmt: skip
+    refit = _fit_one(
+        train_x, train_y, num_classes, chosen.c, max_iter, (chosen.weight, chosen.bias), tol
+    )
     converged = refit.converged and all(p.converged for p in path)
     edge = len(path) > 1 and chosen.c in (path[0].c, path[-1].c)
     w, b = refit.weight, refit.bias
-    return ProbeResult(accuracy(test_x, test_y, w, b), chosen.c, scores[best], w.cpu(), b.cpu(),
-                       edge, converged, chosen.weight, chosen.bias)  # fmt: skip
+    return ProbeResult(
+        accuracy(test_x, test_y, w, b),
+        chosen.c,
+        scores[best],
+        w.cpu(),
+        b.cpu(),
+        edge,
+        converged,
+        chosen.weight,
+        chosen.bias,
+    )

@@ -87,8 +87,13 @@ def _selection_section(runs: Sequence[Run], out: Path) -> list[str]:
         return []
     chosen.to_csv(out / "selection.csv", index=False, float_format="%.4f")
     keys = [m.key for m in HEADLINE]
-    return ["## Selection on validation", "", selection_markdown(chosen, keys),
-            "Also as [CSV](selection.csv).", ""]  # fmt: skip
+    return [
+        "## Selection on validation",
+        "",
+        selection_markdown(chosen, keys),
+        "Also as [CSV](selection.csv).",
+        "",
+    ]
 
 
 def _off_protocol_lines(runs: Sequence[Run]) -> list[str]:

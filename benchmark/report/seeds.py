@@ -72,16 +72,31 @@ def _pm(mean: float, std: float) -> str:
 
 def compact_table(frame: pd.DataFrame, controls: Sequence[str]) -> str:
     """strategy | final acc | ΔLP controls | SE | ΔLP per control | forgetting (mean ± std)."""
-    head = ["strategy", "seeds", BY_KEY["final_avg_acc"].label, BY_KEY["delta_lp_controls"].label,
-            "SE", *(f"ΔLP {c}" for c in controls), BY_KEY["forgetting"].label]  # fmt: skip
+    head = [
+        "strategy",
+        "seeds",
+        BY_KEY["final_avg_acc"].label,
+        BY_KEY["delta_lp_controls"].label,
+        "SE",
+        *(f"ΔLP {c}" for c in controls),
+        BY_KEY["forgetting"].label,
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     for strategy, sub in frame.groupby("strategy", sort=False):
-        cols = ["final_avg_acc", "delta_lp_controls", *(f"delta:{c}" for c in controls),
-                "forgetting"]  # fmt: skip
+        cols = [
+            "final_avg_acc",
+            "delta_lp_controls",
+            *(f"delta:{c}" for c in controls),
+            "forgetting",
+        ]
         mean, std = mean_std(sub[cols].astype(float))
-        cells = [f"`{strategy}`", str(len(sub)), _pm(mean.iloc[0], std.iloc[0]),
-                 _pm(mean.iloc[1], std.iloc[1]),
-                 format_number(float(sub["delta_lp_controls_se"].mean()))]  # fmt: skip
+        cells = [
+            f"`{strategy}`",
+            str(len(sub)),
+            _pm(mean.iloc[0], std.iloc[0]),
+            _pm(mean.iloc[1], std.iloc[1]),
+            format_number(float(sub["delta_lp_controls_se"].mean())),
+        ]
         cells += [_pm(mean[c], std[c]) for c in cols[2:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -99,8 +114,16 @@ def paired_differences(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.Data
             mean, std = mean_std(d.to_frame())
             m, s = float(mean.iloc[0]), float(std.iloc[0])
             exceeds = math.isfinite(s) and abs(m) > 2 * s
-            rows.append({"strategy": strategy, "key": key, "n": len(seeds), "mean": m, "std": s,
-                         "exceeds": exceeds})  # fmt: skip
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "key": key,
+                    "n": len(seeds),
+                    "mean": m,
+                    "std": s,
+                    "exceeds": exceeds,
+                }
+            )
     return pd.DataFrame(rows, columns=["strategy", "key", "n", "mean", "std", "exceeds"])
 
 
@@ -112,8 +135,10 @@ def differences_text(diffs: pd.DataFrame, baseline: str = BASELINE) -> str:
         label = BY_KEY[key].label
         found = ", ".join(f"`{r.strategy}` {r.mean:+.2f} ± {r.std:.2f}" for r in sub.itertuples())
         lines.append(f"- {label}: {found or 'none'}")
-    return (f"Differences from `{baseline}` beyond 2 std (paired over seeds: mean ± std of "
-            f"strategy minus `{baseline}`):\n\n" + "\n".join(lines))  # fmt: skip
+    return (
+        f"Differences from `{baseline}` beyond 2 std (paired over seeds: mean ± std of "
+        f"strategy minus `{baseline}`):\n\n" + "\n".join(lines)
+    )
 
 
 def seeds_section(runs: Sequence[Run], baseline: str = BASELINE) -> str:

@@ -87,7 +87,7 @@ def selection_table(
             }
             for r in runs
             if r.complete
-        ]  # fmt: skip
+        ]
     )
     if scores.empty:
         return pd.DataFrame()
@@ -101,10 +101,16 @@ def selection_table(
         values = {base_strategy(n)[1]: v for n, v in by_value.items()}
         chosen = f"{strategy}@{choose_value(values)}"
         test = per_run[(per_run["sequence"] == sequence) & (per_run["strategy"] == chosen)]
-        row = {"sequence": sequence, "strategy": strategy, "chosen": base_strategy(chosen)[1],
-               "val_score": by_value[chosen], "n_seeds": len(test),
-               "tried": "; ".join(f"{base_strategy(n)[1]}: {format_number(v)}"
-                                  for n, v in by_value.items())}  # fmt: skip
+        row = {
+            "sequence": sequence,
+            "strategy": strategy,
+            "chosen": base_strategy(chosen)[1],
+            "val_score": by_value[chosen],
+            "n_seeds": len(test),
+            "tried": "; ".join(
+                f"{base_strategy(n)[1]}: {format_number(v)}" for n, v in by_value.items()
+            ),
+        }
         row.update({k: test[k].mean() for k in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -118,9 +124,14 @@ def selection_markdown(table: pd.DataFrame, keys: Sequence[str]) -> str:
     head = ["sequence", "strategy", "chosen", "val score", "tried (val score)", *labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
-        cells = [f"`{row['sequence']}`", f"`{row['strategy']}`", f"`{row['chosen']}`",
-                 format_number(row["val_score"]), row["tried"],
-                 *(format_number(row[k]) for k in keys)]  # fmt: skip
+        cells = [
+            f"`{row['sequence']}`",
+            f"`{row['strategy']}`",
+            f"`{row['chosen']}`",
+            format_number(row["val_score"]),
+            row["tried"],
+            *(format_number(row[k]) for k in keys),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         f"Chosen = the argument value with the highest validation score, mean over seeds of the "

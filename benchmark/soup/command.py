@@ -16,15 +16,23 @@ def soup_command(argv: list[str]) -> int:
     try:
         from benchmark.soup.make import SoupOptions, make_soup
 
-        make_soup(SoupOptions(
-            folders=tuple(Path(f) for f in args.run_dirs), mode=args.mode,
-            out=Path(args.out) if args.out else None, seed=args.seed, device=args.device,
-            data_root=Path(args.data_root) if args.data_root else None,
-            eval_batch_size=args.eval_batch_size, force=args.force))  # fmt: skip
+        make_soup(
+            SoupOptions(
+                folders=tuple(Path(f) for f in args.run_dirs),
+                mode=args.mode,
+                out=Path(args.out) if args.out else None,
+                seed=args.seed,
+                device=args.device,
+                data_root=Path(args.data_root) if args.data_root else None,
+                eval_batch_size=args.eval_batch_size,
+                force=args.force,
+            )
+        )
         return 0
     except CFBenchError as error:
         return print_user_error(error, args.debug)
     except KeyboardInterrupt:  # nothing to resume: a soup is redone with --force
-        print("interrupted; run the same command with --force to make the soup again",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "interrupted; run the same command with --force to make the soup again", file=sys.stderr
+        )
         return 130

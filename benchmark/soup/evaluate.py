@@ -55,8 +55,12 @@ def _fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def sequence_from_json(spec: Mapping[str, Any]) -> SequenceSpec:
     """The sequence as config.json's sequence_spec records it (no YAML file needed)."""
-    return SequenceSpec(spec["name"], tuple(spec["tasks"]), tuple(spec["controls"]),
-                        epochs=dict(spec.get("epochs", {})))  # fmt: skip
+    return SequenceSpec(
+        spec["name"],
+        tuple(spec["tasks"]),
+        tuple(spec["controls"]),
+        epochs=dict(spec.get("epochs", {})),
+    )
 
 
 NO_PLUGINS = Resolved(build=lambda context: [], settings={})  # a soup trains nothing
@@ -73,8 +77,12 @@ def validation_accuracy(model: torch.nn.Module, evaluation, features=None) -> fl
             continue
         train = ds.data.train
         _, val_idx = validation_split(len(train))
-        f = extract_features(model.encoder, [Transformed(train, evaluation.transform, val_idx)],
-                             desc=f"validation {ds.name}", **features.kwargs())  # fmt: skip
+        f = extract_features(
+            model.encoder,
+            [Transformed(train, evaluation.transform, val_idx)],
+            desc=f"validation {ds.name}",
+            **features.kwargs(),
+        )
         y = torch.as_tensor(np.asarray(targets_of(train))[val_idx], device=evaluation.device)
         with torch.no_grad():
             accuracies.append(top1(model.heads[str(ds.task_label)](f), y))
@@ -84,8 +92,14 @@ def validation_accuracy(model: torch.nn.Module, evaluation, features=None) -> fl
 def average_of(ingredients: Sequence[Ingredient], stage: int) -> dict[str, torch.Tensor]:
     """The uniform mean of the ingredients' stage-``stage`` model state dicts (one in memory at
     a time), with a progress bar over the ingredients."""
-    bar = tqdm(ingredients, desc=f"averaging stage {stage}", unit="run", leave=False,
-               dynamic_ncols=True, disable=None)  # fmt: skip
+    bar = tqdm(
+        ingredients,
+        desc=f"averaging stage {stage}",
+        unit="run",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )
     states = (ing.model_state(stage) for ing in bar)
     try:
         return average_state_dicts(states)
@@ -157,8 +171,14 @@ def select_greedy(
         bar.update()
         return value
 
-    bar = tqdm(total=2 * len(ingredients) - 1, desc="greedy soup", unit="soup", leave=False,
-               dynamic_ncols=True, disable=None)  # fmt: skip
+    bar = tqdm(
+        total=2 * len(ingredients) - 1,
+        desc="greedy soup",
+        unit="soup",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )
     individual = [accuracy((i,)) for i in range(len(ingredients))]
     for ing, value in zip(ingredients, individual, strict=True):
         tqdm.write(f"validation accuracy {value:.2f}: {ing.folder}")
@@ -168,8 +188,12 @@ def select_greedy(
         added = ingredients[step.candidate[-1]].folder
         verdict = "kept" if step.kept else "left out"
         tqdm.write(f"greedy soup + {added}: validation accuracy {step.accuracy:.2f} ({verdict})")
-    tqdm.write(f"greedy soup: {len(greedy.kept)} of {len(ingredients)} runs kept, validation "
-               f"accuracy {greedy.accuracy:.2f}")  # fmt: skip
+    tqdm.write(
+        f"greedy soup: {len(greedy.kept)} of {len(ingredients)} runs kept, validation "
+        f"accuracy {greedy.accuracy:.2f}"
+    )
     spent = features.cost.current
-    return greedy, {"images_encoded": spent["images_encoded"],
-                    "seconds": round(time.time() - started, 3)}  # fmt: skip
+    return greedy, {
+        "images_encoded": spent["images_encoded"],
+        "seconds": round(time.time() - started, 3),
+    }

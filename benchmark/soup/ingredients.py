@@ -62,10 +62,15 @@ class Ingredient:
 
     def describe(self) -> dict[str, Any]:
         c = self.config
-        return {"folder": str(self.folder), "strategy": c.get("strategy"),
-                "name": c.get("run_name") or c.get("strategy"), "seed": self.seed,
-                "strategy_config": c.get("strategy_config"), "train": c.get("train"),
-                "epochs": c["sequence_spec"].get("epochs")}  # fmt: skip
+        return {
+            "folder": str(self.folder),
+            "strategy": c.get("strategy"),
+            "name": c.get("run_name") or c.get("strategy"),
+            "seed": self.seed,
+            "strategy_config": c.get("strategy_config"),
+            "train": c.get("train"),
+            "epochs": c["sequence_spec"].get("epochs"),
+        }
 
 
 def read_ingredients(folders: Sequence[Path], minimum: int = 2) -> list[Ingredient]:
@@ -97,8 +102,12 @@ def read_ingredients(folders: Sequence[Path], minimum: int = 2) -> list[Ingredie
     return out
 
 
-def _check_heads(first: Ingredient, other: Ingredient, scales: Mapping[str, torch.Tensor],
-                 final: Mapping[str, torch.Tensor]) -> None:  # fmt: skip
+def _check_heads(
+    first: Ingredient,
+    other: Ingredient,
+    scales: Mapping[str, torch.Tensor],
+    final: Mapping[str, torch.Tensor],
+) -> None:
     """Task heads of one kind: the same initialisation (zero-shot or LP), and for state dicts
     written before the logit scale was folded into the head weights, the same form."""
     kind, other_kind = head_kind(first.config), head_kind(other.config)
@@ -140,8 +149,9 @@ def _read_one(folder: Path) -> Ingredient:
         config = json.loads((folder / "config.json").read_text())
         config["sequence_spec"]["tasks"], config["initial_weights"]  # noqa: B018 - key check
     except (OSError, ValueError, KeyError, TypeError):
-        raise CFBenchError(f"{folder} is not a cfbench run folder (no readable config.json); "
-                           f"{fix}") from None  # fmt: skip
+        raise CFBenchError(
+            f"{folder} is not a cfbench run folder (no readable config.json); {fix}"
+        ) from None
     for made in ("soup", "merge"):  # made from other runs: not an ingredient
         if made in config:
             raise CFBenchError(f"{folder} is a {made}, not a fine-tuning run; {fix}")
@@ -194,8 +204,10 @@ def _check_same(first: Ingredient, other: Ingredient) -> None:
         )
     name = _other_data(a.get("data", {}), b.get("data", {}))
     if name:
-        raise CFBenchError(f"{other.folder} was trained and evaluated on other data than "
-                           f"{first.folder} (dataset {name}); {fix}")  # fmt: skip
+        raise CFBenchError(
+            f"{other.folder} was trained and evaluated on other data than "
+            f"{first.folder} (dataset {name}); {fix}"
+        )
 
 
 DATA_KEYS = ("train", "test", "labels_sha256")  # what a dataset is, wherever it was read from

@@ -65,18 +65,21 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
     lacking = every_stage_kept(ingredients)
     stages = list(range(1, n_tasks + 1)) if lacking is None else [n_tasks]
     if lacking is not None:
-        log(f"note: {lacking.folder} kept only its last checkpoint (a per-stage soup needs runs "
+        log(
+            f"note: {lacking.folder} kept only its last checkpoint (a per-stage soup needs runs "
             "made with --keep-checkpoints all): the soup is measured at the final stage only, "
             f"row 0 is {first.folder}'s, rows 1-{n_tasks - 1} are absent, so forgetting, BWT and "
-            "the zero-shot Transfer and Avg are NaN")  # fmt: skip
+            "the zero-shot Transfer and Avg are NaN"
+        )
     seed = opts.seed if opts.seed is not None else min(i.seed for i in ingredients)
     out = Path(opts.out) if opts.out is not None else default_out(first.folder)
     sequence = sequence_from_json(first.config["sequence_spec"])
     name = f"soup-{opts.mode}"
     folder = run_dir(out, sequence.name, name, seed)
     if folder.exists() and any(folder.iterdir()) and not opts.force:
-        raise CFBenchError(f"{folder} already exists; --force replaces it, or choose another "
-                           "--out or --seed")  # fmt: skip
+        raise CFBenchError(
+            f"{folder} already exists; --force replaces it, or choose another --out or --seed"
+        )
 
     setup, session = build_soup_session(first, opts, sequence, log)
     ev = session.evaluation
@@ -92,8 +95,18 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
         results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
         results.test_images = dict(setup.config.get("test_images") or {})
         selection = (greedy, selection_cost)
-        soup = _soup_config(setup.config, opts.mode, out, name, seed, ingredients, kept,
-                            selection, [0, *stages], lacking is None)  # fmt: skip
+        soup = _soup_config(
+            setup.config,
+            opts.mode,
+            out,
+            name,
+            seed,
+            ingredients,
+            kept,
+            selection,
+            [0, *stages],
+            lacking is None,
+        )
         results.write_config(soup)
         row0 = [r for r in first.final().records if r["stage"] == 0]
         results.append([{k: r[k] for k in RECORD_KEYS} for r in row0])
@@ -101,14 +114,17 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
         evaluate_stages(session, stages, name, results, lambda stage: average_of(kept, stage))
     except OutOfMemory:
         half = max(1, ev.batch_size // 2)
-        raise CFBenchError(f"GPU out of memory while evaluating the soup; rerun with --force "
-                           f"--eval-batch-size {half}") from None  # fmt: skip
+        raise CFBenchError(
+            f"GPU out of memory while evaluating the soup; rerun with --force "
+            f"--eval-batch-size {half}"
+        ) from None
     print_summary(results, log, time.time() - started, session.cost.summary())
     return folder
 
 
-def evaluate_stages(session, stages: list[int], name: str, results: RunResults,
-                    state_of: Callable[[int], dict]) -> None:  # fmt: skip
+def evaluate_stages(
+    session, stages: list[int], name: str, results: RunResults, state_of: Callable[[int], dict]
+) -> None:
     """Stage by stage (a soup, a merge): the model state ``state_of(stage)`` loaded, evaluated,
     its records written."""
     ev = session.evaluation
@@ -118,8 +134,7 @@ def evaluate_stages(session, stages: list[int], name: str, results: RunResults,
         state = state_of(stage)
         session.model.load_state_dict(state)
         records = ev.evaluate(session.model, stage)
-        lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records
-                       if r["kind"] == "lp")  # fmt: skip
+        lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
         tqdm.write(f"{name} stage {stage} ({records[0]['stage_task']}): LP {lp}")
         results.append(records)
         session.cost.close_stage(stage)
@@ -129,18 +144,37 @@ def evaluate_stages(session, stages: list[int], name: str, results: RunResults,
 
 def evaluation_settings(base: Mapping[str, Any]) -> dict[str, Any]:
     """A run's config.json without what only its training had (a soup's, a merge's base)."""
-    drop = ("train", "strategy", "strategy_args", "strategy_config", "fresh", "keep_checkpoints",
-            "run_name", "out", "seed", "cache", "resumed")  # fmt: skip
+    drop = (
+        "train",
+        "strategy",
+        "strategy_args",
+        "strategy_config",
+        "fresh",
+        "keep_checkpoints",
+        "run_name",
+        "out",
+        "seed",
+        "cache",
+        "resumed",
+    )
     config = {k: v for k, v in base.items() if k not in drop}
     spec = base["sequence_spec"]
     config["sequence_spec"] = {k: spec[k] for k in ("name", "tasks", "controls")}
     return config
 
 
-def _soup_config(base: Mapping[str, Any], mode: str, out: Path, name: str, seed: int,
-                 ingredients: Sequence[Ingredient], kept: Sequence[Ingredient],
-                 selection: tuple[GreedySoup | None, dict | None], stages: list[int],
-                 per_stage: bool) -> dict[str, Any]:  # fmt: skip
+def _soup_config(
+    base: Mapping[str, Any],
+    mode: str,
+    out: Path,
+    name: str,
+    seed: int,
+    ingredients: Sequence[Ingredient],
+    kept: Sequence[Ingredient],
+    selection: tuple[GreedySoup | None, dict | None],
+    stages: list[int],
+    per_stage: bool,
+) -> dict[str, Any]:
     """config.json of the soup: the evaluation settings (the first ingredient's), its name and
     seed, and the soup: mode, stages measured, ingredients (kept or not, validation accuracy)."""
     config = evaluation_settings(base)
@@ -153,10 +187,14 @@ def _soup_config(base: Mapping[str, Any], mode: str, out: Path, name: str, seed:
             entry["validation_accuracy"] = greedy.individual[i]
         entries.append(entry)
     soup: dict[str, Any] = {
-        "mode": mode, "paper": PAPER, "stages": stages, "per_stage": per_stage,
+        "mode": mode,
+        "paper": PAPER,
+        "stages": stages,
+        "per_stage": per_stage,
         "rule": "stage t = the mean of the kept ingredients' stage-t checkpoints; row 0 is the "
-        "first ingredient's (the pretrained model, the same for every ingredient)" if per_stage else
-        "final stage only (an ingredient kept only its last checkpoint); row 0 is the first "
+        "first ingredient's (the pretrained model, the same for every ingredient)"
+        if per_stage
+        else "final stage only (an ingredient kept only its last checkpoint); row 0 is the first "
         "ingredient's, rows 1..T-1 are absent and the metrics reading them are NaN",
         "averaged": "every floating-point tensor of the model state dict (encoder and heads), "
         "in float64, cast back; integer tensors (BatchNorm num_batches_tracked) are the first "
@@ -164,14 +202,20 @@ def _soup_config(base: Mapping[str, Any], mode: str, out: Path, name: str, seed:
         "seed_note": "a soup trains nothing: N is --seed, by default the smallest ingredient "
         "seed; the evaluation was built with the first ingredient's seed",
         "ingredients": entries,
-    }  # fmt: skip
+    }
     if greedy is not None:
         soup["greedy"] = {
             "validation": VALIDATION,
             "order": [str(ingredients[i].folder) for i in greedy.order],
-            "steps": [{"ingredients": [str(ingredients[i].folder) for i in s.candidate],
-                       "validation_accuracy": s.accuracy, "kept": s.kept} for s in greedy.steps],
+            "steps": [
+                {
+                    "ingredients": [str(ingredients[i].folder) for i in s.candidate],
+                    "validation_accuracy": s.accuracy,
+                    "kept": s.kept,
+                }
+                for s in greedy.steps
+            ],
             "validation_accuracy": greedy.accuracy,
             "cost": selection_cost,
-        }  # fmt: skip
+        }
     return {"strategy": name, "seed": seed, "out": str(out), **config, "soup": soup}

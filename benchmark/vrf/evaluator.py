@@ -142,10 +142,13 @@ class VRFEvaluator:
             with preserve_rng(self.device):  # a DataLoader pass draws from the global RNG
                 pre = extract_features(
                     encoder,
-                    [Transformed(ds.data.train, self.transform, f.train_idx),
-                     Transformed(ds.data.test, self.transform, f.test_idx)],
-                    desc=f"zero-shot features {ds.name}", **self.features.kwargs(),
-                )  # fmt: skip
+                    [
+                        Transformed(ds.data.train, self.transform, f.train_idx),
+                        Transformed(ds.data.test, self.transform, f.test_idx),
+                    ],
+                    desc=f"zero-shot features {ds.name}",
+                    **self.features.kwargs(),
+                )
         finally:
             encoder.to("cpu")
         n = len(f.train_idx)
@@ -199,8 +202,11 @@ def skip_without_text_tower(cfg, needs_text_tower: bool, optional: bool) -> str 
         return None
     if optional and not cfg.vrf:
         return f"it {why}"
-    what, fix = ("--vrf", "drop --vrf") if cfg.vrf else (f"strategy {cfg.strategy}",
-                                                        "choose another strategy")  # fmt: skip
+    what, fix = (
+        ("--vrf", "drop --vrf")
+        if cfg.vrf
+        else (f"strategy {cfg.strategy}", "choose another strategy")
+    )
     raise CFBenchError(f"{what} {why}; use a CLIP model (e.g. --model ViT-B-32) or {fix}")
 
 
@@ -216,5 +222,11 @@ def build_evaluator(
         why = text_tower_missing(model_name) or f"needs a text tower and {model_name} has none"
         what, fix = ("--vrf", "drop --vrf") if flag else ("VRF", "choose another strategy")
         raise CFBenchError(f"{what} {why}; use a CLIP model (e.g. --model ViT-B-32) or {fix}")
-    return VRFEvaluator(settings, encoder.module, encoder.text.logit_scale,
-                        encoder.eval_transform, features, task_names)  # fmt: skip
+    return VRFEvaluator(
+        settings,
+        encoder.module,
+        encoder.text.logit_scale,
+        encoder.eval_transform,
+        features,
+        task_names,
+    )
