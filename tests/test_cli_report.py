@@ -1,6 +1,6 @@
 from run_benchmark import build_parser, main
 from strategies import STRATEGIES
-from tests.test_report import LP, ZS, write_run
+from tests.helpers.report_runs import LP, ZS, write_run
 
 
 def test_report_subcommand_writes_the_report(tmp_path, capsys):
@@ -27,8 +27,6 @@ def test_report_shows_what_the_runs_cost_mean_over_seeds(tmp_path):
     import json
 
     import pandas as pd
-
-    from tests.test_report import write_run
 
     # trained, encoded, GFLOPs, text seconds, wall
     spent = {0: (100, 40, 2.5, 4.0, 10.0), 1: (100, 60, 3.5, 6.0, 14.0)}
