@@ -20,7 +20,7 @@ from run_benchmark import main
 from tasks import get_task, load_task
 from tasks.base import targets_of
 from tasks.templates import DIGITS, GTSRB_CLASSES
-from tests.test_data_sources import RESISC_HUB_NAMES, colour, hf_copy, image, key, resisc_items
+from tests.helpers.hf_copies import RESISC_HUB_NAMES, colour, hf_copy, image, key, resisc_items
 
 # --- (a) ImageNet from timm's WebDataset copy -------------------------------------------------
 
