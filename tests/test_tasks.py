@@ -53,7 +53,7 @@ def test_missing_local_dataset_says_what_to_download(tmp_path, name):
 
 
 def test_resisc45_loads_from_the_original_folder_with_a_split_of_the_paper_sizes(tmp_path):
-    from tests.test_data_sources import RESISC_HUB_NAMES
+    from tests.helpers.hf_copies import RESISC_HUB_NAMES
 
     classes = [c.replace(" ", "_") for c in RESISC_HUB_NAMES]
     for c in classes:
