@@ -8,7 +8,6 @@ and anything outside the encoder are the runs' stage-t ones (their uniform mean,
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,11 +20,17 @@ from benchmark.errors import CFBenchError
 from benchmark.merge.cli import METHOD_NAMES
 from benchmark.merge.lines import lines_scales, multi_task_alpha
 from benchmark.merge.vectors import METHODS, Vector, apply_vector, task_vector, ties
-from benchmark.phases import OutOfMemory
-from benchmark.results import RunResults, print_summary, run_dir
-from benchmark.soup.evaluate import average_of, build_soup_session, sequence_from_json
+from benchmark.results import print_summary
+from benchmark.soup.evaluate import average_of, build_soup_session
 from benchmark.soup.ingredients import Ingredient, every_stage_kept, read_ingredients
-from benchmark.soup.make import RECORD_KEYS, default_out, evaluate_stages, evaluation_settings
+from benchmark.soup.output import (
+    Target,
+    evaluate_stages,
+    evaluation_settings,
+    open_results,
+    out_of_memory_hint,
+    target,
+)
 
 ENCODER = "encoder."
 DEFAULT_LAM = {"ties": 0.55, "magmax": 0.5}  # task_arithmetic: 1/n
@@ -128,19 +133,9 @@ def make_merge(opts: MergeOptions, log=print) -> Path:
             f"{lacking.folder} kept only its last checkpoint; merging after each "
             "task needs every stage's: rerun it with --keep-checkpoints all"
         )
-    first = runs[0]
-    seed = opts.seed if opts.seed is not None else min(r.seed for r in runs)
-    out = Path(opts.out) if opts.out is not None else default_out(first.folder)
-    sequence = sequence_from_json(first.config["sequence_spec"])
     name = opts.name or (f"{opts.method}-lines" if opts.lines else opts.method)
-    folder = run_dir(out, sequence.name, name, seed)
-    if folder.exists() and any(folder.iterdir()) and not opts.force:
-        raise CFBenchError(
-            f"{folder} already exists; --force replaces it, or choose another "
-            "--name, --out or --seed"
-        )
-
-    setup, session = build_soup_session(first, opts, sequence, log)
+    at = target(opts, runs, name, "another --name, --out or --seed")
+    setup, session = build_soup_session(runs[0], opts, at.sequence, log)
     theta0 = {
         k: v.detach().cpu().clone()
         for k, v in session.model.state_dict().items()
@@ -148,24 +143,9 @@ def make_merge(opts: MergeOptions, log=print) -> Path:
     }
     keys = [k for k, v in theta0.items() if v.is_floating_point()]
     if opts.lines or opts.method == "lines":
-        try:
-            lines_scales(keys, 0.0, 1.0)
-        except ValueError:
-            raise CFBenchError(
-                f"LiNeS cannot tell the depth of {setup.config.get('model')}'s "
-                "tensors (no resblocks.<i>. or layer<s>.<i>. in their names); "
-                "use another method"
-            ) from None
-    if opts.force and folder.exists():
-        shutil.rmtree(folder)
-    identity = {"sequence": sequence.name, "strategy": name, "seed": seed}
-    results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
-    results.test_images = dict(setup.config.get("test_images") or {})
-    config = _merge_config(setup.config, opts, out, name, seed, runs)
-    results.write_config(config)
-    row0 = [r for r in first.final().records if r["stage"] == 0]
-    results.append([{k: r[k] for k in RECORD_KEYS} for r in row0])
-    results.write()
+        _check_depths(keys, setup.config.get("model"))
+    config = _merge_config(setup.config, opts, at, runs)
+    results = open_results(at, config, setup.config.get("test_images"), runs[0])
     pooled: list[Vector] = []
     details: list[dict[str, Any]] = []
 
@@ -178,18 +158,23 @@ def make_merge(opts: MergeOptions, log=print) -> Path:
         state.update(encoder)
         return state
 
-    try:
-        evaluate_stages(session, list(range(1, first.n_tasks + 1)), name, results, state_of)
-    except OutOfMemory:
-        half = max(1, session.evaluation.batch_size // 2)
-        raise CFBenchError(
-            f"GPU out of memory while evaluating the merged model; rerun with "
-            f"--force --eval-batch-size {half}"
-        ) from None
+    with out_of_memory_hint("the merged model", session.evaluation.batch_size):
+        evaluate_stages(session, list(range(1, runs[0].n_tasks + 1)), name, results, state_of)
     config["merge"]["per_stage"] = details
     results.write_config(config)
     print_summary(results, log, time.time() - started, session.cost.summary())
-    return folder
+    return at.folder
+
+
+def _check_depths(keys: list[str], model: str | None) -> None:
+    """LiNeS scales by depth: refused in one line where the tensor names do not tell it."""
+    try:
+        lines_scales(keys, 0.0, 1.0)
+    except ValueError:
+        raise CFBenchError(
+            f"LiNeS cannot tell the depth of {model}'s tensors (no resblocks.<i>. or "
+            "layer<s>.<i>. in their names); use another method"
+        ) from None
 
 
 def _encoder_state(run: Ingredient, stage: int, theta0: Mapping[str, torch.Tensor]) -> dict:
@@ -209,9 +194,7 @@ def _encoder_state(run: Ingredient, stage: int, theta0: Mapping[str, torch.Tenso
 def _merge_config(
     base: Mapping[str, Any],
     opts: MergeOptions,
-    out: Path,
-    name: str,
-    seed: int,
+    at: Target,
     runs: Sequence[Ingredient],
 ) -> dict[str, Any]:
     """config.json of the merged run: the evaluation settings, its name and seed, the merge."""
@@ -235,9 +218,9 @@ def _merge_config(
         "runs": [r.describe() for r in runs],
     }
     return {
-        "strategy": name,
-        "seed": seed,
-        "out": str(out),
+        "strategy": at.name,
+        "seed": at.seed,
+        "out": str(at.out),
         **evaluation_settings(base),
         "merge": merge,
     }

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from benchmark.errors import CFBenchError
-from benchmark.phases import OutOfMemory
-from benchmark.results import RunResults, print_summary, run_dir
-from benchmark.soup.evaluate import (
-    average_of,
-    build_soup_session,
-    select_greedy,
-    sequence_from_json,
-)
+from benchmark.results import print_summary
+from benchmark.soup.evaluate import average_of, build_soup_session, select_greedy
 from benchmark.soup.greedy import GreedySoup
 from benchmark.soup.ingredients import Ingredient, every_stage_kept, read_ingredients
+from benchmark.soup.output import (
+    Target,
+    evaluate_stages,
+    evaluation_settings,
+    open_results,
+    out_of_memory_hint,
+    target,
+)
 
 MODES = ("uniform", "greedy")
 PAPER = "Wortsman et al., Model soups, ICML 2022, arXiv 2203.05482"
@@ -30,7 +29,6 @@ VALIDATION = (
     "validation split (benchmark/probe/splits.py validation_split: 10 % of its train split, at "
     "most 20,000 images, seed 0, never trained on), measured on the final-stage models"
 )
-RECORD_KEYS = ("stage", "stage_task", "dataset", "role", "kind", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -43,14 +41,6 @@ class SoupOptions:
     data_root: Path | None = None  # None: the first ingredient's
     eval_batch_size: int | None = None  # None: the first ingredient's
     force: bool = False  # replace an existing soup folder
-
-
-def default_out(folder: Path) -> Path:
-    """OUT of a run folder OUT/<sequence>/<strategy>/seed<N>."""
-    parents = Path(folder).resolve().parents
-    if len(parents) < 4:
-        raise CFBenchError(f"cannot tell the results folder of {folder}; give --out")
-    return parents[2]
 
 
 def make_soup(opts: SoupOptions, log=print) -> Path:
@@ -71,104 +61,28 @@ def make_soup(opts: SoupOptions, log=print) -> Path:
             f"row 0 is {first.folder}'s, rows 1-{n_tasks - 1} are absent, so forgetting, BWT and "
             "the zero-shot Transfer and Avg are NaN"
         )
-    seed = opts.seed if opts.seed is not None else min(i.seed for i in ingredients)
-    out = Path(opts.out) if opts.out is not None else default_out(first.folder)
-    sequence = sequence_from_json(first.config["sequence_spec"])
-    name = f"soup-{opts.mode}"
-    folder = run_dir(out, sequence.name, name, seed)
-    if folder.exists() and any(folder.iterdir()) and not opts.force:
-        raise CFBenchError(
-            f"{folder} already exists; --force replaces it, or choose another --out or --seed"
-        )
-
-    setup, session = build_soup_session(first, opts, sequence, log)
-    ev = session.evaluation
-    try:
+    at = target(opts, ingredients, f"soup-{opts.mode}", "another --out or --seed")
+    setup, session = build_soup_session(first, opts, at.sequence, log)
+    with out_of_memory_hint("the soup", session.evaluation.batch_size):
         if opts.mode == "greedy":
             greedy, selection_cost = select_greedy(ingredients, session, n_tasks)
             kept = [ingredients[i] for i in greedy.kept]
         else:
             greedy, selection_cost, kept = None, None, ingredients
-        if opts.force and folder.exists():
-            shutil.rmtree(folder)
-        identity = {"sequence": sequence.name, "strategy": name, "seed": seed}
-        results = RunResults(folder, identity, list(sequence.tasks), list(sequence.controls))
-        results.test_images = dict(setup.config.get("test_images") or {})
         selection = (greedy, selection_cost)
         soup = _soup_config(
-            setup.config,
-            opts.mode,
-            out,
-            name,
-            seed,
-            ingredients,
-            kept,
-            selection,
-            [0, *stages],
-            lacking is None,
+            setup.config, opts.mode, at, ingredients, kept, selection, [0, *stages], lacking is None
         )
-        results.write_config(soup)
-        row0 = [r for r in first.final().records if r["stage"] == 0]
-        results.append([{k: r[k] for k in RECORD_KEYS} for r in row0])
-        results.write()
-        evaluate_stages(session, stages, name, results, lambda stage: average_of(kept, stage))
-    except OutOfMemory:
-        half = max(1, ev.batch_size // 2)
-        raise CFBenchError(
-            f"GPU out of memory while evaluating the soup; rerun with --force "
-            f"--eval-batch-size {half}"
-        ) from None
+        results = open_results(at, soup, setup.config.get("test_images"), first)
+        evaluate_stages(session, stages, at.name, results, lambda stage: average_of(kept, stage))
     print_summary(results, log, time.time() - started, session.cost.summary())
-    return folder
-
-
-def evaluate_stages(
-    session, stages: list[int], name: str, results: RunResults, state_of: Callable[[int], dict]
-) -> None:
-    """Stage by stage (a soup, a merge): the model state ``state_of(stage)`` loaded, evaluated,
-    its records written."""
-    ev = session.evaluation
-    session.cost.start()
-    bar = tqdm(stages, desc=name, unit="stage", leave=False, dynamic_ncols=True, disable=None)
-    for stage in bar:
-        state = state_of(stage)
-        session.model.load_state_dict(state)
-        records = ev.evaluate(session.model, stage)
-        lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
-        tqdm.write(f"{name} stage {stage} ({records[0]['stage_task']}): LP {lp}")
-        results.append(records)
-        session.cost.close_stage(stage)
-        results.write()
-    bar.close()
-
-
-def evaluation_settings(base: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's config.json without what only its training had (a soup's, a merge's base)."""
-    drop = (
-        "train",
-        "strategy",
-        "strategy_args",
-        "strategy_config",
-        "fresh",
-        "keep_checkpoints",
-        "run_name",
-        "out",
-        "seed",
-        "cache",
-        "resumed",
-    )
-    config = {k: v for k, v in base.items() if k not in drop}
-    spec = base["sequence_spec"]
-    config["sequence_spec"] = {k: spec[k] for k in ("name", "tasks", "controls")}
-    return config
+    return at.folder
 
 
 def _soup_config(
     base: Mapping[str, Any],
     mode: str,
-    out: Path,
-    name: str,
-    seed: int,
+    at: Target,
     ingredients: Sequence[Ingredient],
     kept: Sequence[Ingredient],
     selection: tuple[GreedySoup | None, dict | None],
@@ -218,4 +132,4 @@ def _soup_config(
             "validation_accuracy": greedy.accuracy,
             "cost": selection_cost,
         }
-    return {"strategy": name, "seed": seed, "out": str(out), **config, "soup": soup}
+    return {"strategy": at.name, "seed": at.seed, "out": str(at.out), **config, "soup": soup}
