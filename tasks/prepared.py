@@ -250,23 +250,37 @@ def write_split(
         if on_chunk is not None:
             on_chunk(done)
     bar.close()
-    meta = {
+    meta = _meta(name, split, info, labels, classes, size, plan, images)
+    del images
+    _finish(partial, folder, labels, classes, meta)
+    return meta
+
+
+def _meta(
+    name: str,
+    split: str,
+    info: dict,
+    labels: np.ndarray,
+    classes: list[str],
+    size: int | None,
+    plan: dict,
+    images: np.ndarray,
+) -> dict:
+    """meta.json of a written split: where it came from, its shape, storage, counts and digests."""
+    return {
         "version": VERSION,
         "dataset": name,
         "split": split,
         **info,
         "count": len(labels),
-        "height": shape[1],
-        "width": shape[2],
+        "height": images.shape[1],
+        "width": images.shape[2],
         "storage": "native" if size is None else f"shorter side {size}, centre crop {size}",
         "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
         "labels_sha256": plan["labels_sha256"],
         "images_sha256": sha256_array(images),
         "bytes": int(images.nbytes),
     }
-    del images
-    _finish(partial, folder, labels, classes, meta)
-    return meta
 
 
 def _finish(partial: Path, folder: Path, labels: np.ndarray, classes: list[str], meta: dict):
