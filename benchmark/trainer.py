@@ -29,6 +29,7 @@ from benchmark.errors import CFBenchError
 from benchmark.loss_watch import SYNC_EVERY, LossWatch, NonFiniteLossError
 from benchmark.micro_batch import micro_batches
 from benchmark.phases import phase
+from benchmark.plugin import declared
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -112,8 +113,9 @@ class Trainer(SupervisedTemplate):
         # None: Avalanche's DataLoader over the PIL transforms.
         self.device_loader = None
         # Autocast dtype of the forward, criterion and plugin losses (None: fp32). A plugin that
-        # sets ``fp32_forward`` (LDIFS: its distance must not be bf16 rounding) runs them in fp32.
-        wants_fp32 = any(getattr(p, "fp32_forward", False) for p in self.plugins)
+        # declares ``fp32_forward`` (LDIFS: its distance must not be bf16 rounding) runs them in
+        # fp32 (benchmark/plugin.py).
+        wants_fp32 = any(declared(p).fp32_forward for p in self.plugins)
         self.autocast = None if wants_fp32 else autocast_dtype(cfg.precision, device)
         self._loss_watch = LossWatch(device)
         self.cost: Cost | None = None  # the run's (benchmark/cost.py); None: not counted
@@ -286,7 +288,7 @@ class Trainer(SupervisedTemplate):
             n = len(self.mbatch[0])
             self.cost.count("images_trained", n)
             # frozen forwards per image that plugins run (LDIFS's reference, LwF's teacher)
-            frozen = sum(getattr(p, "reference_forwards", 0) for p in self.plugins)
+            frozen = sum(declared(p).reference_forwards for p in self.plugins)
             self.cost.count("reference_forwards", n * frozen)
         self._bar.update(1)
         if self.clock.train_exp_iterations % SYNC_EVERY == 0:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
+from benchmark.plugin import StrategyPlugin
 from strategies.trainable import bitfit_parameters, count
 
 
@@ -39,8 +39,10 @@ class Config:
             raise ValueError(f"norms must be true or false, got {self.norms!r}")
 
 
-class BitFitPlugin(SupervisedPlugin):
-    """Freezes every encoder parameter but the biases (and the norms' gains if asked)."""
+class BitFitPlugin(StrategyPlugin):
+    """Freezes every encoder parameter but the biases (and the norms' gains if asked). Its
+    checkpoint state is empty (StrategyPlugin's): which parameters train follows from the config
+    and the model."""
 
     def __init__(self, encoder: nn.Module, heads: nn.Module, norms: bool):
         super().__init__()
@@ -64,13 +66,6 @@ class BitFitPlugin(SupervisedPlugin):
         trained = set(self.trained)
         for name, p in self.encoder.named_parameters():
             p.requires_grad_(name in trained)
-
-    def state_dict(self) -> dict:
-        """Empty: which parameters train follows from the config and the model."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def build(context, config: Config) -> list:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import torch
 
+from benchmark.errors import CFBenchError
+
 
 def check_weight(name: str, value: float) -> None:
     """Config check for a loss weight: a finite number >= 0 (raises ValueError)."""
@@ -17,6 +19,16 @@ def check_weight(name: str, value: float) -> None:
 def check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def require_text_tower(context, strategy: str, because: str) -> None:
+    """Refuse to build ``strategy`` (CFBenchError) when the run's encoder has no text tower;
+    ``because``: what the strategy uses it for."""
+    if context.encoder.text is None:
+        raise CFBenchError(
+            f"strategy {strategy} needs a model with a text tower ({because}) and this model has "
+            "none; use a CLIP model (e.g. --model ViT-B-32) or another strategy"
+        )
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -41,6 +41,7 @@ from avalanche.training.utils import ParamData, zerolike_params_dict
 from torch.utils.data import DataLoader
 
 from benchmark.micro_batch import micro_batches
+from benchmark.plugin import StrategyPlugin
 from benchmark.rng import preserve_rng
 from strategies.common import FROM_MODEL, check_weight, equals_model
 
@@ -79,7 +80,7 @@ def _params(tensors: dict, device) -> dict:
     }
 
 
-class OnlineEWCPlugin(EWCPlugin):
+class OnlineEWCPlugin(EWCPlugin, StrategyPlugin):
     """Avalanche's EWC in online mode, with a checkpointable state and an importance pass that
     does not shift the training RNG."""
 

@@ -52,12 +52,12 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
 from benchmark.errors import CFBenchError
 from benchmark.model.text import TextTower, encode_prompts
-from strategies.common import cpu_state
+from benchmark.plugin import StrategyPlugin
+from strategies.common import cpu_state, require_text_tower
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def contrastive_loss(
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-class FLYPPlugin(SupervisedPlugin):
+class FLYPPlugin(StrategyPlugin):
     """Replaces each step's loss by FLYP's contrastive loss; trains a copy of the text tower."""
 
     def __init__(
@@ -165,12 +165,8 @@ class FLYPPlugin(SupervisedPlugin):
 
 
 def build(context, config: Config) -> list:
-    if context.encoder.text is None:
-        raise CFBenchError(
-            "strategy flyp needs a model with a text tower (it contrasts images with their class "
-            "prompts and its heads are the text tower's) and this model has none; use a CLIP "
-            "model (e.g. --model ViT-B-32) or another strategy"
-        )
+    because = "it contrasts images with their class prompts and its heads are the text tower's"
+    require_text_tower(context, "flyp", because)
     train = context.train
     if train.micro_batch and train.micro_batch < train.batch_size:
         raise CFBenchError(

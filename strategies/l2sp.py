@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from avalanche.training.plugins import SupervisedPlugin
-
+from benchmark.plugin import StrategyPlugin
 from strategies.anchors import ANCHORS, FrozenAnchor
 from strategies.common import check_choice, check_weight
 from strategies.penalties import l2sp_penalty
@@ -33,7 +32,7 @@ class Config:
         check_choice("anchor", self.anchor, ANCHORS)
 
 
-class L2SPPlugin(SupervisedPlugin):
+class L2SPPlugin(StrategyPlugin):
     def __init__(self, encoder, alpha: float, anchor: str = "previous"):
         super().__init__()
         self.encoder, self.alpha = encoder, alpha

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from benchmark.plugin import StrategyPlugin
 from strategies.anchors import ANCHORS, FrozenAnchor
 from strategies.common import check_choice, check_weight
 from strategies.penalties import AXES, REDUCTIONS, ldifs_distance
@@ -45,7 +45,7 @@ class Config:
         check_choice("reduction", self.reduction, REDUCTIONS)
 
 
-class LDIFSPlugin(SupervisedPlugin):
+class LDIFSPlugin(StrategyPlugin):
     # The trainer runs the forward, the reference's and the loss in fp32 even under bf16: in bf16
     # the distance after a 1 % weight change is mostly rounding (README "Precision").
     fp32_forward = True

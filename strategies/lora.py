@@ -72,11 +72,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 from torch.nn.utils import parametrize
 
 from benchmark.errors import CFBenchError
+from benchmark.plugin import StrategyPlugin
 from benchmark.rng import preserve_rng
 from strategies.trainable import layer_kinds, lora_count, lora_targets
 
@@ -171,8 +171,12 @@ def attention_weights(attention: nn.MultiheadAttention) -> list[tuple[nn.Module,
     return [(attention, "in_proj_weight"), (attention.out_proj, "weight")]
 
 
-class LoRAPlugin(SupervisedPlugin):
-    """A fresh LoRA adapter on ``targets`` of the encoder for every task, merged after it."""
+class LoRAPlugin(StrategyPlugin):
+    """A fresh LoRA adapter on ``targets`` of the encoder for every task, merged after it.
+
+    Its checkpoint state is empty (StrategyPlugin's): checkpoints are taken between tasks, where
+    the adapter is merged into the encoder (which the checkpoint holds) and the next task's
+    adapter is not drawn yet."""
 
     def __init__(
         self,
@@ -274,14 +278,6 @@ class LoRAPlugin(SupervisedPlugin):
         for name, p in self.encoder.named_parameters():
             p.requires_grad_(self._flags[name])
         self.active = False
-
-    def state_dict(self) -> dict:
-        """Empty: checkpoints are taken between tasks, where the adapter is merged into the
-        encoder (which the checkpoint holds) and the next task's adapter is not drawn yet."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def build(context, config: Config) -> list:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from avalanche.training.plugins import LwFPlugin
 from torch import nn
 
+from benchmark.plugin import StrategyPlugin
 from strategies.anchors import freeze, frozen_copy
 from strategies.common import FROM_MODEL, check_weight, cpu_state, equals_model
 
@@ -32,7 +33,7 @@ class Config:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
-class CheckpointableLwF(LwFPlugin):
+class CheckpointableLwF(LwFPlugin, StrategyPlugin):
     """Avalanche's LwF with a frozen (eval, no-grad) teacher and a checkpointable state."""
 
     def __init__(self, model: nn.Module, alpha: float, temperature: float):

@@ -18,6 +18,8 @@ from avalanche.benchmarks.utils import concat_datasets
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ExemplarsBuffer
 
+from benchmark.plugin import StrategyPlugin
+
 
 @dataclass(frozen=True)
 class Config:
@@ -83,7 +85,7 @@ class IndexedMemory(ExemplarsBuffer):
             self.kept[int(task)] = indices.long()
 
 
-class CheckpointableReplay(ReplayPlugin):
+class CheckpointableReplay(ReplayPlugin, StrategyPlugin):
     def __init__(self, context, mem_size: int, batch_size_mem: int | None):
         if context.train_datasets is None:
             raise ValueError("replay needs the stream's training datasets (StrategyContext)")

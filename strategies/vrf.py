@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avalanche.training.plugins import SupervisedPlugin
-
-from benchmark.errors import CFBenchError
+from benchmark.plugin import StrategyPlugin
 from benchmark.vrf.functions import KINDS, VRFSettings
+from strategies.common import require_text_tower
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,10 @@ class Config(VRFSettings):
     the fine-tuned side. Checked in VRFSettings.__post_init__."""
 
 
-class VRFEvaluationPlugin(SupervisedPlugin):
+class VRFEvaluationPlugin(StrategyPlugin):
     """Changes no training step; the session reads ``evaluation_kinds`` and ``vrf_settings`` and
-    gives the evaluation a VRF evaluator."""
+    gives the evaluation a VRF evaluator. Its checkpoint state is empty (StrategyPlugin's): the
+    settings come with the run, the zero-shot side is recomputed."""
 
     evaluation_kinds = KINDS
 
@@ -43,20 +43,9 @@ class VRFEvaluationPlugin(SupervisedPlugin):
         super().__init__()
         self.vrf_settings = settings
 
-    def state_dict(self) -> dict:
-        """Empty: the settings come with the run, the zero-shot side is recomputed."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 def build(context, config: Config) -> list:
-    if context.encoder.text is None:
-        raise CFBenchError(
-            "strategy vrf needs a model with a text tower (it ensembles each task's fine-tuned "
-            "head with the pretrained zero-shot head) and this model has none; use a CLIP model "
-            "(e.g. --model ViT-B-32) or another strategy"
-        )
+    because = "it ensembles each task's fine-tuned head with the pretrained zero-shot head"
+    require_text_tower(context, "vrf", because)
     settings = VRFSettings(config.a, config.b, config.ose_weight)
     return [VRFEvaluationPlugin(settings)]

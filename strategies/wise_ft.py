@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
+from benchmark.plugin import StrategyPlugin
 from strategies.common import cpu_state
 from strategies.penalties import interpolate
 
@@ -61,7 +61,7 @@ def mix(theta0: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor],
     return mixed
 
 
-class WiSEFTPlugin(SupervisedPlugin):
+class WiSEFTPlugin(StrategyPlugin):
     def __init__(self, encoder: nn.Module, alpha: float, heads: nn.Module | None = None):
         super().__init__()
         self.encoder, self.alpha, self.heads = encoder, alpha, heads  # heads None: encoder only

@@ -46,10 +46,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from avalanche.training.plugins import SupervisedPlugin
 
 from benchmark.cost import timed
 from benchmark.errors import CFBenchError, DatasetMissingError
+from benchmark.plugin import StrategyPlugin
 from benchmark.probe.features import Transformed
 from strategies.anchors import frozen_copy
 from strategies.common import check_weight
@@ -145,7 +145,7 @@ class ReferenceBatches:
         return out
 
 
-class ZSCLPlugin(SupervisedPlugin):
+class ZSCLPlugin(StrategyPlugin):
     reference_forwards = 0  # counted per reference image in after_training_iteration
 
     def __init__(self, context, config: Config, reference, texts: torch.Tensor | None):

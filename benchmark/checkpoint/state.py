@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import CFBenchError
+from benchmark.plugin import declared
 
 FORMAT = 1
 STATE_KEYS = {"format", "stage", "records", "rng", "model", "trainer", "plugins"}
@@ -83,7 +84,9 @@ def plugin_name(plugin: Any) -> str:
 
 
 def resumable(plugin: Any) -> bool:
-    return hasattr(plugin, "state_dict") and hasattr(plugin, "load_state_dict")
+    """True when the plugin has ``state_dict``/``load_state_dict`` (every cfbench plugin does:
+    benchmark/plugin.py); a foreign plugin without them cannot be resumed after stage 0."""
+    return declared(plugin).resumable
 
 
 def capture(
