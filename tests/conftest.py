@@ -37,3 +37,30 @@ def own_data_root(tmp_path_factory):
         del os.environ["CFBENCH_DATA"]
     else:
         os.environ["CFBENCH_DATA"] = old
+
+
+# The mini sequence (two synthetic tasks, one control, the tiny ViT) that the bad-input and
+# failure tests run (tests/test_bad_input.py, tests/test_run_failures.py).
+MINI = """name: mini
+tasks: [{name: synth_a, epochs: 1}, {name: synth_b, epochs: 1}]
+controls: [synth_control]
+defaults: {model: cfbench-tiny-vit, pretrained: none, lr: 1.0e-3, batch_size: 32,
+           warmup_steps: 2, weight_decay: 0.0, probe_max_train_samples: 60}
+"""
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("seq") / "mini.yaml"
+    path.write_text(MINI)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, mini) -> Path:
+    """--out holding a finished ft run of the mini sequence."""
+    from run_benchmark import main
+
+    out = tmp_path_factory.mktemp("finished")
+    assert main(["--sequence", str(mini), "--out", str(out)]) == 0
+    return out
