@@ -64,3 +64,26 @@ def finished(tmp_path_factory, mini) -> Path:
     out = tmp_path_factory.mktemp("finished")
     assert main(["--sequence", str(mini), "--out", str(out)]) == 0
     return out
+
+
+# The slowest modules first (measured: `pytest --durations`; test_5tasks.py alone is about 10
+# minutes on one thread). pytest-xdist hands whole modules (--dist loadfile) to its workers in
+# collection order, so the longest start first and the short ones fill in beside them, instead of
+# one worker running a long module alone at the end. Modules not named keep their order, after.
+SLOW_FIRST = (
+    "test_5tasks.py",
+    "test_grid.py",
+    "test_resume.py",
+    "test_vrf.py",
+    "test_offline.py",
+    "test_select.py",
+    "test_merge.py",
+    "test_peft.py",
+    "test_zscl.py",
+    "test_gpu_check.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
