@@ -22,7 +22,7 @@ from run_benchmark import main
 from strategies import STRATEGIES, flyp, resolve
 from strategies.common import cpu_state
 from tasks.synthetic import synthetic_task
-from tests.test_strategies import TRAIN, fresh_context, train_two_tasks
+from tests.helpers.strategy_runs import TRAIN, fresh_context, train_two_tasks
 
 CPU = torch.device("cpu")
 

@@ -32,7 +32,7 @@ from strategies.trainable import (
     lora_targets,
 )
 from tasks.synthetic import synthetic_task
-from tests.test_strategies import TRAIN, LossLog, fresh_context, through_checkpoint
+from tests.helpers.strategy_runs import TRAIN, LossLog, fresh_context, through_checkpoint
 
 CPU = torch.device("cpu")
 WD = dataclasses.replace(TRAIN, weight_decay=0.1)  # decay must not reach frozen weights either

@@ -11,6 +11,7 @@ from benchmark.cost import Cost
 from benchmark.plugin import Declared, StrategyPlugin, declared
 from benchmark.streams import build_stream
 from benchmark.trainer import Trainer
+from examples import my_strategy
 from strategies import resolve
 from tests.helpers.strategy_runs import CPU, TRAIN, fresh_context, mini_tasks
 
@@ -79,9 +80,7 @@ def test_declared_honours_what_a_foreign_plugin_sets(data):
         config_entries={"foreign": 1},
         resumable=True,
     )
-    from examples.my_strategy import build  # the README's worked example: state methods only
-
-    (example,) = build(fresh_context(data))
+    (example,) = my_strategy.build(fresh_context(data))  # the README's worked example
     assert declared(example) == Declared(resumable=True)
 
 

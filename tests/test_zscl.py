@@ -20,7 +20,7 @@ from strategies import resolve
 from strategies.penalties import distillation_kl, feature_mse, weight_average, zscl_distillation
 from strategies.zscl import Config, ReferenceBatches
 from tasks.synthetic import synthetic_task
-from tests.test_strategies import PROBE, TRAIN
+from tests.helpers.strategy_runs import PROBE, TRAIN
 
 CPU = torch.device("cpu")
 
@@ -307,7 +307,7 @@ def test_micro_batches_give_the_gradient_of_the_whole_step(tiny_encoder, data, r
 
     from benchmark.streams import build_stream
     from benchmark.trainer import Trainer
-    from tests.test_strategies import GradLog
+    from tests.helpers.strategy_runs import GradLog
 
     grads = []
     for micro in (None, 3):
