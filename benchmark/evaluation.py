@@ -1,14 +1,14 @@
-"""The evaluation of one stage: fills the LP, zero-shot and head accuracy matrices.
+"""The evaluation of one stage: the records of every kind (benchmark/kinds.py) for every dataset.
 
 The runner calls ``evaluate`` for row 0 (the pretrained encoder and the initial heads) and after
 every task, once ``Trainer.train_task`` has returned, so every strategy plugin's
 ``after_training_exp`` has already run (WiSE-FT's interpolated weights are what is measured).
-For every task and control dataset it extracts image embeddings of the train and test splits
-once, then
+For every task and control dataset it extracts image embeddings of the train, test and validation
+images once, then runs the measures that apply (benchmark/measures.py), each from those features:
 
-- lp:   fits the linear probe (benchmark/probe/fit.py) and scores it on the test split;
-- zs:   scores the pretrained text tower's zero-shot head on the current encoder (CLIP only);
-- head: scores the task's own trained head (task-incremental; tasks only);
+- lp:   the linear probe (benchmark/probe/fit.py) scored on the test split;
+- zs:   the pretrained text tower's zero-shot head on the current encoder (CLIP only);
+- head: the task's own trained head (task-incremental; tasks only, once fitted);
 - lp_val: the probe chosen on validation (its sweep's fit at the best C, fitted on the probe's
   train subset minus its validation images) scored on the dataset's whole validation split (the
   subset's validation part plus the validation images the subset left out; every dataset; never
@@ -17,66 +17,60 @@ once, then
   is the best of the sweep's validation scores, a maximum over the grid): it ranks values on
   validation; it is not an unbiased accuracy (``lp`` is, on the test split);
 - val:  the task head on the same validation images: selection's ``head`` score;
-- vrf, ose: with a ``vrf`` evaluator (benchmark/vrf/; the ``vrf`` strategy or ``--vrf``), the
-  task head ensembled with the pretrained zero-shot model, from the same features (tasks already
-  trained, stages >= 1).
+- vrf, ose: with a VRF measure (benchmark/vrf/; the ``vrf`` strategy or ``--vrf``), the task head
+  ensembled with the pretrained zero-shot model, from the same features (tasks already trained,
+  stages >= 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from benchmark.checkpoint import faults
 from benchmark.config import ProbeConfig
-from benchmark.cost import timed
+from benchmark.kinds import LP, ROW0_KINDS
+from benchmark.measures import (
+    PROBE_C,
+    EvalDataset,
+    Measure,
+    StageFeatures,
+    measure_all,
+    standard_measures,
+)
 from benchmark.phases import phase, smaller_eval_batch
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
-from benchmark.probe.fit import accuracy, linear_probe, top1
 from benchmark.probe.splits import probe_split, subsample, validation_rest
 from benchmark.row0_cache import Row0Cache, tensor_digest
-from benchmark.vrf.evaluator import DatasetFeatures, VRFEvaluator
 from tasks.base import TaskData, targets_of
 
-# The record kinds a dataset's evaluation computes without a VRF evaluator: part of the row-0
-# cache key, so that an entry computed before a kind existed is not reused without it; and
-# "probe_c2", the probe's chosen C (``PROBE_C``) from the solver whose stopping rule is relative to
-# the objective's weight-dependent part (issue 22): older entries are recomputed.
-ROW0_KINDS = ("lp", "lp_val", "zs", "head", "val", "probe_c2")
-# The probe's chosen C: not an accuracy but carried with them (and in the row-0 cache), then put
-# on the stage's ``lp`` record as ``probe_c`` (benchmark/results.py writes it to probes.csv).
-PROBE_C = "probe_c"
-
-
-@dataclass
-class EvalDataset:
-    name: str
-    role: str  # "task" or "control"
-    task_label: int | None  # head index for tasks, None for controls
-    data: TaskData
-    zs_weight: torch.Tensor | None = None  # [C, D] zero-shot class weights (CLIP only)
+# The kinds of a row-0 cache entry, in its key, so that an entry computed before a kind existed
+# is not reused without it; and "probe_c2", the probe's chosen C (``PROBE_C``) from the solver
+# whose stopping rule is relative to the objective's weight-dependent part (issue 22): older
+# entries are recomputed.
+ROW0_KEY_KINDS = " ".join((*ROW0_KINDS, "probe_c2"))
 
 
 def eval_datasets(
-    sequence, data: dict[str, TaskData], zero_shot: dict[str, torch.Tensor]
+    sequence, data: dict[str, TaskData], zero_shot: dict[str, torch.Tensor], head_init: str
 ) -> list[EvalDataset]:
     """The sequence's tasks then controls (``sequence``: tasks.SequenceSpec), with their zero-shot
-    class weights where ``zero_shot`` has them (benchmark/model/text.py; empty: no text tower)."""
+    class weights where ``zero_shot`` has them (benchmark/model/text.py; empty: no text tower).
+    ``head_init``: "zs" (every head fitted from the start) or "lp" (each when its task starts)."""
     out = []
     for name in list(sequence.tasks) + list(sequence.controls):
-        d, is_task, zs = data[name], name in sequence.tasks, zero_shot.get(name)
+        is_task = name in sequence.tasks
+        label = sequence.tasks.index(name) if is_task else None
         out.append(
             EvalDataset(
                 name,
                 "task" if is_task else "control",
-                sequence.tasks.index(name) if is_task else None,
-                d,
-                zs,
+                label,
+                data[name],
+                zero_shot.get(name),
+                head_from=0 if head_init == "zs" or label is None else label + 1,
             )
         )
     return out
@@ -84,7 +78,8 @@ def eval_datasets(
 
 class MatrixEvaluation:
     """Evaluates every dataset at one stage; ``evaluate`` returns the stage's records: dicts with
-    keys stage, stage_task, dataset, role, kind, accuracy (percent)."""
+    keys stage, stage_task, dataset, role, kind, accuracy (percent). ``measures``: run after the
+    standard ones (probe, zero-shot, head), e.g. VRF's (benchmark/vrf/evaluator.py)."""
 
     def __init__(
         self,
@@ -95,11 +90,12 @@ class MatrixEvaluation:
         task_names: list[str],
         features: FeaturePass,
         row0_cache: Row0Cache | None = None,
-        vrf: VRFEvaluator | None = None,  # None: no vrf / ose records
+        measures: Sequence[Measure] = (),
     ):
         self.datasets, self.transform, self.probe = datasets, transform, probe
         self.device, self.task_names = device, task_names
-        self.features, self.row0_cache, self.vrf = features, row0_cache, vrf
+        self.features, self.row0_cache = features, row0_cache
+        self.measures = [*standard_measures(probe, features.cost), *measures]
         self.batch_size = features.batch_size
 
     def evaluate(self, model: torch.nn.Module, stage: int) -> list[dict]:
@@ -129,7 +125,7 @@ class MatrixEvaluation:
                         role=ds.role,
                         kind=kind,
                         accuracy=100.0 * acc,
-                        **({PROBE_C: probe_c} if kind == "lp" and probe_c is not None else {}),
+                        **({PROBE_C: probe_c} if kind == LP.name and probe_c is not None else {}),
                     )
                 )
         return records
@@ -139,7 +135,7 @@ class MatrixEvaluation:
         extra = {
             "role": ds.role,
             "zs": tensor_digest(ds.zs_weight),
-            "kinds": " ".join(ROW0_KINDS),
+            "kinds": ROW0_KEY_KINDS,
             "head": tensor_digest(*(head.weight, head.bias) if head else [None]),
             "pipeline": "device" if self.features.pipeline else "pil",
             "autocast": str(self.features.autocast),
@@ -147,32 +143,21 @@ class MatrixEvaluation:
         }
         return self.row0_cache.key(ds.name, ds.data.provenance, extra)
 
-    def _note_probe(self, stage: int, name: str, result) -> None:
-        """Say on stdout when a probe's accuracy may not be the protocol's: its best C at the
-        edge of the grid (the optimum may lie beyond), or a fit stopped by max_iter, not tol."""
-        where = f"note: stage {stage}, {name}: the linear probe"
-        if result.c_at_edge:
-            grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
-            tqdm.write(
-                f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
-                f"({grid}); a wider grid may score higher"
-            )
-        if not result.converged:
-            tqdm.write(
-                f"{where} stopped at {self.probe.max_iter} iterations before its "
-                f"tolerance {self.probe.tol:g}"
-            )
-
     def evaluate_dataset(
         self, model: torch.nn.Module, ds: EvalDataset, stage: int
     ) -> dict[str, float]:
-        encoder = model.encoder
+        """Every kind of ``ds`` at ``stage`` (fractions, and the probe's C), from one extraction."""
+        return measure_all(self.measures, ds, stage, self.extract(model, ds, stage))
+
+    def extract(self, model: torch.nn.Module, ds: EvalDataset, stage: int) -> StageFeatures:
+        """The current encoder's features of the probe's train subset, the test subset and the
+        validation images the subset left out, and the task's head if fitted at ``stage``."""
         n_train = len(ds.data.train)
         idx, val_mask = probe_split(n_train, self.probe.max_train_samples)
         rest = validation_rest(n_train, idx, val_mask)  # the validation images idx left out
         test_idx = subsample(len(ds.data.test), self.probe.max_test_samples)
         features = extract_features(
-            encoder,
+            model.encoder,
             [
                 Transformed(ds.data.train, self.transform, idx),
                 Transformed(ds.data.test, self.transform, test_idx),
@@ -186,39 +171,11 @@ class MatrixEvaluation:
         targets = np.asarray(targets_of(ds.data.train))
         train_y = torch.as_tensor(targets[idx], device=self.device)
         test_y = torch.as_tensor(np.asarray(targets_of(ds.data.test))[test_idx], device=self.device)
-        with timed(self.features.cost, "probe"):
-            mask = torch.as_tensor(val_mask, device=self.device)
-            p = self.probe
-            result = linear_probe(
-                train_f,
-                train_y,
-                mask,
-                test_f,
-                test_y,
-                ds.data.num_classes,
-                p.c_grid,
-                p.max_iter,
-                tol=p.tol,
-            )
-        self._note_probe(stage, ds.name, result)
-        # the whole validation split: the probe's validation part and the rest
+        mask = torch.as_tensor(val_mask, device=self.device)
         val_f = torch.cat([train_f[mask], features[n_idx + n_test :]])
         val_y = torch.cat([train_y[mask], torch.as_tensor(targets[rest], device=self.device)])
-        lp_val = accuracy(
-            F.normalize(val_f.float(), dim=1), val_y, result.sweep_weight, result.sweep_bias
+        fitted = ds.task_label is not None and stage >= ds.head_from
+        head = model.heads[str(ds.task_label)] if fitted else None
+        return StageFeatures(
+            idx, mask, test_idx, train_f, train_y, test_f, test_y, val_f, val_y, head
         )
-        out = {"lp": result.accuracy, "lp_val": lp_val, PROBE_C: result.best_c}
-        if ds.zs_weight is not None:
-            logits = F.normalize(test_f, dim=1) @ ds.zs_weight.to(self.device).T
-            out["zs"] = top1(logits, test_y)
-        head = model.heads[str(ds.task_label)] if ds.task_label is not None else None
-        if head is not None and bool(head.weight.any()):  # all-zero: LP-init head not fitted yet
-            with torch.no_grad():
-                out["head"] = top1(head(test_f), test_y)
-                # the head on the task's validation images (held out from fine-tuning): the
-                # ``head`` score of selection on validation (benchmark/report/selection.py)
-                out["val"] = top1(head(val_f), val_y)
-        if self.vrf is not None and "head" in out:
-            found = DatasetFeatures(idx, mask, test_idx, train_f, train_y, test_f, test_y)
-            out.update(self.vrf.evaluate(ds, stage, head, found))
-        return out

@@ -17,6 +17,7 @@ import pandas as pd
 from benchmark import metrics
 from benchmark.errors import CFBenchError
 from benchmark.io import write_atomic
+from benchmark.kinds import LP, MATRIX_KINDS
 
 RECORD_COLUMNS = [
     "sequence",
@@ -29,7 +30,6 @@ RECORD_COLUMNS = [
     "kind",
     "accuracy",
 ]
-KINDS = ("lp", "zs", "head", "vrf", "ose")  # vrf, ose: benchmark/vrf/ (tasks, stages >= 1)
 # probes.csv: the C each stage's probe chose per dataset (the ``probe_c`` of its ``lp`` record,
 # benchmark/evaluation.py); the grid it chose from is config.json's probe.c_grid
 PROBE_COLUMNS = [*RECORD_COLUMNS[:-2], "c"]
@@ -134,7 +134,7 @@ class RunResults:
         if probes:
             table = pd.DataFrame(probes, columns=PROBE_COLUMNS)
             write_atomic(self.folder / "probes.csv", table.to_csv(index=False))
-        for kind in KINDS:
+        for kind in MATRIX_KINDS:
             m = matrix(frame, kind, self.columns)
             if not m.empty:
                 write_atomic(self.folder / f"{kind}_matrix.csv", m.to_csv(float_format="%.4f"))
@@ -153,13 +153,13 @@ class RunResults:
         if n_test is not None:
             out["definitions"] = {**metrics.DEFINITIONS, **metrics.SE_DEFINITIONS}
             out["test_images"] = dict(zip(self.columns, sizes, strict=True))
-        for kind in KINDS:
+        for kind in MATRIX_KINDS:
             m = matrix(frame, kind, self.columns)
             if m.empty or last not in m.index:
                 continue
             m = m.reindex(range(last + 1))  # LP-initialised heads have no row 0: NaN metrics
             out[kind] = metrics.summarize(
-                m.to_numpy(), last, list(m.columns), kind, n_test if kind == "lp" else None
+                m.to_numpy(), last, list(m.columns), kind, n_test if kind == LP.name else None
             )
         if cost is not None:
             out["cost"] = cost
@@ -168,8 +168,8 @@ class RunResults:
 
 
 def print_summary(results: RunResults, log, seconds: float, cost: dict) -> None:
-    summary = results.finish(cost).get("lp", {})
-    lp = matrix(results.frame(), "lp", results.columns)
+    summary = results.finish(cost).get(LP.name, {})
+    lp = matrix(results.frame(), LP.name, results.columns)
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         log(f"LP accuracy (%), rows = stage (0 = pretrained):\n{lp.to_string()}")
     nan = float("nan")

@@ -179,7 +179,7 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
     task_weights = [zero_shot.get(name) for name in setup.sequence.tasks]
     heads = build_heads(encoder, tasks, setup.head_init, task_weights)
     model = MultiTaskClassifier(encoder.module, heads).to(device)
-    evals = eval_datasets(setup.sequence, setup.data, zero_shot)
+    evals = eval_datasets(setup.sequence, setup.data, zero_shot, setup.head_init)
     if encoder.text is not None:
         encoder.text.to("cpu")  # only needed for the class weights: free the GPU for training
     cost.flops = flops_per_image(encoder.module, image_size(encoder), device)
@@ -220,7 +220,14 @@ def build_session(setup: Setup, cache: Row0Cache | None) -> Session:
         encoder.module.compile()  # and the plugins' hooks (compiled at the first forward)
     task_names = list(setup.sequence.tasks)
     evaluation = MatrixEvaluation(
-        evals, encoder.eval_transform, cfg.probe, device, task_names, features, cache, vrf
+        evals,
+        encoder.eval_transform,
+        cfg.probe,
+        device,
+        task_names,
+        features,
+        cache,
+        [vrf] if vrf else [],
     )
     trainer = Trainer(
         model=model, cfg=cfg.train, device=device, plugins=plugins, task_names=task_names

@@ -114,7 +114,8 @@ def setup():
     zs_a, zs_c = means[[0, 2, 1]].float(), torch.randn(3, D, generator=g)
     datasets = [
         EvalDataset("colours", "task", 0, colours, zs_weight=zs_a),
-        EvalDataset("patterns", "task", 1, patterns.build(Path("."), False)),  # no zs weights
+        # no zs weights; LP-init: its head is fitted when its task starts (from stage 2)
+        EvalDataset("patterns", "task", 1, patterns.build(Path("."), False), head_from=2),
         EvalDataset("control", "control", None, control.build(Path("."), False), zs_weight=zs_c),
     ]
     calls = []

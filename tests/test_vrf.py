@@ -16,10 +16,10 @@ from torchvision.transforms import ToTensor
 from benchmark.config import ProbeConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
+from benchmark.kinds import MATRIX_KINDS
 from benchmark.model.heads import CosineHead, MultiTaskClassifier
 from benchmark.probe.features import FeaturePass
 from benchmark.probe.splits import probe_split
-from benchmark.results import KINDS
 from benchmark.vrf.evaluator import VRFEvaluator, requested_settings
 from benchmark.vrf.functions import (
     VRFSettings,
@@ -349,7 +349,9 @@ def evaluate(hand, settings, stage0: bool, max_train=None, neighbours=None):
     features = FeaturePass(CPU, 16)
     vrf = VRFEvaluator(settings, hand["pretrained"], SCALE, ToTensor(), features, ["patterns"])
     probe = ProbeConfig(c_grid=(1.0,), max_iter=50, max_train_samples=max_train)
-    evaluation = MatrixEvaluation([ds], ToTensor(), probe, CPU, ["patterns"], features, vrf=vrf)
+    evaluation = MatrixEvaluation(
+        [ds], ToTensor(), probe, CPU, ["patterns"], features, measures=[vrf]
+    )
     zs_head = CosineHead(hand["zs_weight"], scale=SCALE)
     if stage0:
         records = evaluation.evaluate(MultiTaskClassifier(hand["pretrained"], [zs_head]), 0)
@@ -480,7 +482,7 @@ def test_the_vrf_strategy_or_the_flag_asks_for_the_evaluator(tiny_encoder):
     assert plugin.evaluation_kinds == ("vrf", "ose") and plugin.state_dict() == {}
     assert requested_settings([plugin], False) == VRFSettings(a=2.0)
     assert STRATEGIES["vrf"].needs_text_tower and not STRATEGIES["ft"].needs_text_tower
-    assert {"vrf", "ose"} <= set(KINDS)
+    assert {"vrf", "ose"} <= set(MATRIX_KINDS)
 
 
 def _context(encoder):

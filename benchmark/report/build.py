@@ -159,10 +159,9 @@ def _sequence_section(
     for run in seq_runs:
         run_figs = run_figures(run, seq_runs, out, formats)
         lines += [f"#### `{run.strategy}`, seed {run.seed}", ""]
-        for name in ("lp", "delta_lp", "zs", "head", "vrf", "ose"):
-            if name in run_figs:
-                alt = f"{name} {run.strategy} seed {run.seed}"
-                lines += [f"![{alt}]({_relative(run_figs[name], out)})", ""]
+        for name, path in run_figs.items():
+            alt = f"{name} {run.strategy} seed {run.seed}"
+            lines += [f"![{alt}]({_relative(path, out)})", ""]
     return lines
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.kinds import LP, MATRIX_KINDS
+from benchmark.kinds import label as kind_label
 from benchmark.report import plots
 from benchmark.report.runs import Run
-from benchmark.results import KINDS, safe_name
+from benchmark.results import safe_name
 
 
 def _limits(runs: Sequence[Run], kind: str) -> tuple[float, float]:
@@ -20,7 +22,7 @@ def _limits(runs: Sequence[Run], kind: str) -> tuple[float, float]:
 
 
 def _delta_limit(runs: Sequence[Run]) -> float:
-    deltas = [plots.delta_matrix(r.matrix("lp")).to_numpy(dtype=float).ravel() for r in runs]
+    deltas = [plots.delta_matrix(r.matrix(LP.name)).to_numpy(dtype=float).ravel() for r in runs]
     values = np.abs(np.concatenate(deltas or [[]]))
     values = values[np.isfinite(values)]
     return float(values.max()) if values.size else 1.0
@@ -37,28 +39,28 @@ def _save(fig, path: Path, formats: Sequence[str]) -> list[Path]:
 
 
 def run_figures(run: Run, runs: Sequence[Run], root: Path, formats) -> dict[str, Path]:
-    """Heatmaps of every matrix of the run and of delta-LP; colour ranges shared per sequence."""
+    """Heatmaps of every matrix of the run, delta-LP's after LP's (the report's order); colour
+    ranges shared per sequence."""
     folder = root / safe_name(run.sequence) / safe_name(run.strategy) / f"seed{run.seed}"
     label = f"{run.sequence} · {run.strategy} · seed {run.seed}"
     figures: dict[str, Path] = {}
-    for kind in KINDS:
+    for kind in MATRIX_KINDS:
         m = run.matrix(kind)
         if m.empty:
             continue
         low, high = _limits(runs, kind)
         fig = plots.accuracy_heatmap(
-            m, run.tasks, kind=kind, title=f"{label}: {plots.KIND_NAMES[kind]}", vmin=low, vmax=high
+            m, run.tasks, kind=kind, title=f"{label}: {kind_label(kind)}", vmin=low, vmax=high
         )
         figures[kind] = _save(fig, folder / f"{kind}_heatmap", formats)[0]
-    lp = run.matrix("lp")
-    if 0 in lp.index and len(lp) > 1:
-        fig = plots.delta_heatmap(
-            lp,
-            run.tasks,
-            title=f"{label}: ΔLP relative to the pretrained encoder",
-            limit=_delta_limit([r for r in runs if 0 in r.matrix("lp").index]),
-        )
-        figures["delta_lp"] = _save(fig, folder / "delta_lp_heatmap", formats)[0]
+        if kind == LP.name and 0 in m.index and len(m) > 1:
+            fig = plots.delta_heatmap(
+                m,
+                run.tasks,
+                title=f"{label}: ΔLP relative to the pretrained encoder",
+                limit=_delta_limit([r for r in runs if 0 in r.matrix(LP.name).index]),
+            )
+            figures["delta_lp"] = _save(fig, folder / "delta_lp_heatmap", formats)[0]
     return figures
 
 
@@ -80,7 +82,7 @@ def sequence_figures(runs: Sequence[Run], root: Path, formats) -> dict[str, Path
         title=f"{first.sequence}: final ΔLP per dataset",
     )
     figures["delta_lp_bars"] = _save(fig, folder / "delta_lp_bars", formats)[0]
-    for kind in KINDS:
+    for kind in MATRIX_KINDS:
         if (records["kind"] == kind).any():
             fig = plots.stage_curves(
                 records,
@@ -88,7 +90,7 @@ def sequence_figures(runs: Sequence[Run], root: Path, formats) -> dict[str, Path
                 first.controls,
                 kind=kind,
                 strategies=strategies,
-                title=f"{first.sequence}: {plots.KIND_NAMES[kind]} over stages",
+                title=f"{first.sequence}: {kind_label(kind)} over stages",
             )
             figures[f"curves_{kind}"] = _save(fig, folder / f"curves_{kind}", formats)[0]
     return figures

@@ -4,22 +4,24 @@ help reads them without importing pandas."""
 
 from __future__ import annotations
 
+from benchmark.kinds import LP_VAL, VAL
+
 # score name -> (record kind, whether the controls count, one-line definition)
 SCORES = {
     "tasks": (
-        "lp_val",
+        LP_VAL.name,
         False,
         "mean over tasks of the final-stage linear-probe accuracy on the "
         "validation part of each task's train split",
     ),
     "all": (
-        "lp_val",
+        LP_VAL.name,
         True,
         "mean over tasks and controls of the final-stage linear-probe "
         "accuracy on the validation part of each dataset's train split",
     ),
     "head": (
-        "val",
+        VAL.name,
         False,
         "mean over tasks of the final-stage task-head accuracy on each task's validation images",
     ),

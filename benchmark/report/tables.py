@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from benchmark.kinds import BY_NAME, LP
 from benchmark.metrics import BY_KEY, TABLE
 
 DECIMALS = 2
-MATRIX_NAMES = {"lp": "LP", "zs": "ZS"}
 
 
 def table_keys(per_run: pd.DataFrame) -> list[str]:
@@ -23,7 +23,7 @@ def table_keys(per_run: pd.DataFrame) -> list[str]:
     zero-shot metrics when no run has a text tower)."""
     keys = []
     for m in TABLE:
-        if m.table_matrix != "lp" and (per_run.empty or per_run[m.key].isna().all()):
+        if m.table_matrix != LP.name and (per_run.empty or per_run[m.key].isna().all()):
             continue
         keys.append(m.key)
     return keys
@@ -31,7 +31,7 @@ def table_keys(per_run: pd.DataFrame) -> list[str]:
 
 def _definition(key: str) -> str:
     m = BY_KEY[key]
-    return f"{MATRIX_NAMES[m.table_matrix]}: {m.definition}"
+    return f"{BY_NAME[m.table_matrix].short}: {m.definition}"
 
 
 def format_number(value: float, decimals: int = DECIMALS) -> str:
@@ -127,7 +127,7 @@ def latex_table(table: pd.DataFrame, keys: Sequence[str]) -> str:
     arrows = {True: r" $\uparrow$", False: r" $\downarrow$"}
     heads = [_tex(BY_KEY[k].label) + arrows[BY_KEY[k].higher_is_better] for k in keys]
     definitions = "; ".join(
-        f"{_tex(BY_KEY[k].label)}: {MATRIX_NAMES[BY_KEY[k].table_matrix]}, {BY_KEY[k].latex}"
+        f"{_tex(BY_KEY[k].label)}: {BY_NAME[BY_KEY[k].table_matrix].short}, {BY_KEY[k].latex}"
         for k in keys
     )
     caption = (

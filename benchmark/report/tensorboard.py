@@ -16,9 +16,10 @@ import math
 from pathlib import Path
 
 from benchmark.errors import CFBenchError
+from benchmark.kinds import LP, MATRIX_KINDS
+from benchmark.kinds import label as kind_label
 from benchmark.report import plots
 from benchmark.report.runs import load_run
-from benchmark.results import KINDS
 
 TB_DIR = "tensorboard"
 
@@ -39,7 +40,7 @@ def log_run(folder: Path, log_dir: Path | None = None) -> Path:
     log_dir = Path(log_dir) if log_dir is not None else run.folder / TB_DIR
     label = f"{run.sequence} · {run.strategy} · seed {run.seed}"
     with SummaryWriter(log_dir=str(log_dir)) as writer:
-        for kind in KINDS:
+        for kind in MATRIX_KINDS:
             m = run.matrix(kind)
             for stage, row in m.iterrows():
                 for dataset, value in row.items():
@@ -48,10 +49,10 @@ def log_run(folder: Path, log_dir: Path | None = None) -> Path:
             if m.empty:
                 continue
             fig = plots.accuracy_heatmap(
-                m, run.tasks, kind=kind, title=f"{label}: {plots.KIND_NAMES[kind]}"
+                m, run.tasks, kind=kind, title=f"{label}: {kind_label(kind)}"
             )
             writer.add_figure(f"heatmaps/{kind}", fig, global_step=int(m.index.max()))
-        lp = run.matrix("lp")
+        lp = run.matrix(LP.name)
         if 0 in lp.index and len(lp) > 1:
             delta = plots.delta_matrix(lp)
             for stage, row in delta.iterrows():

@@ -1,12 +1,11 @@
-"""The VRF evaluator MatrixEvaluation calls, and what a run asks for (the package docstring
-describes what it computes)."""
+"""The VRF measure the evaluation runs (benchmark/measures.py), and what a run asks for (the
+package docstring describes what it computes)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +13,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.errors import CFBenchError
+from benchmark.kinds import OSE, VRF, VRF_KINDS
+from benchmark.measures import EvalDataset, StageFeatures
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
 from benchmark.probe.fit import top1
 from benchmark.rng import preserve_rng
 from benchmark.vrf.functions import (
-    KINDS,
     VRFSettings,
     calibrate_temperature,
     ensemble_probs,
@@ -27,22 +27,6 @@ from benchmark.vrf.functions import (
     vrf_weight,
     zsf_k,
 )
-
-if TYPE_CHECKING:  # evaluation.py imports this module
-    from benchmark.evaluation import EvalDataset
-
-
-@dataclass
-class DatasetFeatures:
-    """What MatrixEvaluation extracted for one dataset at one stage (current encoder)."""
-
-    train_idx: object  # np.ndarray: the probe's train indices into the train split
-    val_mask: torch.Tensor  # [n] bool: the validation part of them
-    test_idx: object  # np.ndarray: the test indices
-    train_f: torch.Tensor  # [n, D] raw embeddings
-    train_y: torch.Tensor
-    test_f: torch.Tensor
-    test_y: torch.Tensor
 
 
 @dataclass
@@ -55,9 +39,10 @@ class _ZeroShot:
 
 
 class VRFEvaluator:
-    """Adds ``vrf`` and ``ose`` accuracies of task j at stages t >= j (module docstring)."""
+    """The measure of ``vrf`` and ``ose`` of task j at stages t >= j (module docstring); the
+    evaluation calls it for a task with zero-shot weights and a fitted head (benchmark/kinds.py)."""
 
-    kinds = KINDS
+    kinds = VRF_KINDS
 
     def __init__(
         self,
@@ -77,13 +62,9 @@ class VRFEvaluator:
         # (stage, task) -> (K, |ZSF|, |train|): the neighbour each vrf record used
         self.neighbours: dict[tuple[int, str], tuple[int, int, int]] = {}
 
-    def evaluate(
-        self, ds: EvalDataset, stage: int, head: nn.Module | None, f: DatasetFeatures
-    ) -> dict[str, float]:
+    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
         """{"vrf": acc, "ose": acc} (fractions) for a trained task; {} otherwise. At stage 0
         (the features are the pretrained encoder's) it only keeps the zero-shot side."""
-        if ds.role != "task" or ds.zs_weight is None or head is None:
-            return {}
         if stage == 0:
             self._keep_zero_shot(ds, f, f.train_f, f.test_f)
             return {}
@@ -92,7 +73,7 @@ class VRFEvaluator:
         zs = self._zero_shot(ds, f)
         s, val = self.settings, f.val_mask
         with torch.no_grad():
-            ft_train, ft_test = head(f.train_f).float(), head(f.test_f).float()
+            ft_train, ft_test = f.head(f.train_f).float(), f.head(f.test_f).float()
         zs_test = zs.test_logits.to(self.device)
         correct = ft_train.argmax(dim=1) == f.train_y
         train_part = ~val
@@ -110,8 +91,8 @@ class VRFEvaluator:
         w = vrf_weight(d, s.a, s.b)
         t_ft = calibrate_temperature(ft_train[val], float(correct[val].float().mean()))
         return {
-            "vrf": top1(ensemble_probs(ft_test, zs_test, w, t_ft, zs.temperature), f.test_y),
-            "ose": top1(
+            VRF.name: top1(ensemble_probs(ft_test, zs_test, w, t_ft, zs.temperature), f.test_y),
+            OSE.name: top1(
                 ensemble_probs(ft_test, zs_test, s.ose_weight, t_ft, zs.temperature), f.test_y
             ),
         }
@@ -120,7 +101,7 @@ class VRFEvaluator:
         weight = ds.zs_weight.to(features.device, torch.float32)
         return self.logit_scale * F.normalize(features.float(), dim=1) @ weight.T
 
-    def _keep_zero_shot(self, ds: EvalDataset, f: DatasetFeatures, train_f, test_f) -> _ZeroShot:
+    def _keep_zero_shot(self, ds: EvalDataset, f: StageFeatures, train_f, test_f) -> _ZeroShot:
         if ds.name in self._zs:
             return self._zs[ds.name]
         train_logits = self._zs_logits(ds, train_f)
@@ -134,7 +115,7 @@ class VRFEvaluator:
             self.pretrained = None  # every task's zero-shot side is known: free the copy
         return zs
 
-    def _zero_shot(self, ds: EvalDataset, f: DatasetFeatures) -> _ZeroShot:
+    def _zero_shot(self, ds: EvalDataset, f: StageFeatures) -> _ZeroShot:
         if ds.name in self._zs:
             return self._zs[ds.name]
         encoder = self.pretrained.to(self.device)
@@ -172,7 +153,7 @@ def requested_settings(plugins: Sequence, flag: bool) -> VRFSettings | None:
     (the ``vrf`` strategy) gives its ``vrf_settings``; ``--vrf`` alone gives the defaults; None
     when neither."""
     for plugin in plugins:
-        if "vrf" in getattr(plugin, "evaluation_kinds", ()):
+        if VRF.name in getattr(plugin, "evaluation_kinds", ()):
             return getattr(plugin, "vrf_settings", None) or VRFSettings()
     return VRFSettings() if flag else None
 

@@ -10,10 +10,9 @@ tidy records (the columns of ``records.csv``).
 from benchmark.report.plots.bars import delta_lp_bars, final_delta_lp
 from benchmark.report.plots.curves import stage_curves
 from benchmark.report.plots.heatmaps import accuracy_heatmap, delta_heatmap, delta_matrix, heatmap
-from benchmark.report.plots.style import KIND_NAMES, stage_labels, strategy_colors
+from benchmark.report.plots.style import stage_labels, strategy_colors
 
 __all__ = [
-    "KIND_NAMES",
     "accuracy_heatmap",
     "delta_heatmap",
     "delta_lp_bars",

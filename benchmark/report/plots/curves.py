@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from benchmark.kinds import label as kind_label
 from benchmark.report.aggregate import mean_std
-from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, strategy_colors
+from benchmark.report.plots.style import STYLE, figure, strategy_colors
 
 
 def _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages: int) -> None:
@@ -88,7 +89,7 @@ def stage_curves(
             _curve_panel(ax, data, dataset, tasks, strategies, colors, n_stages)
         for i, ax in enumerate(axes[: len(datasets)]):
             if i % ncols == 0:
-                ax.set_ylabel(KIND_NAMES.get(kind, kind))
+                ax.set_ylabel(kind_label(kind))
             if i + ncols >= len(datasets):  # no panel below this one
                 ax.set_xlabel("stage (k = after task k)")
         if title:

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from benchmark import metrics
-from benchmark.report.plots.style import KIND_NAMES, STYLE, figure, label_spans, stage_labels
+from benchmark.kinds import label as kind_label
+from benchmark.report.plots.style import STYLE, figure, label_spans, stage_labels
 
 
 def _text_color(rgba: Sequence[float]) -> str:
@@ -142,7 +143,7 @@ def accuracy_heatmap(
         cmap="viridis",
         vmin=vmin,
         vmax=vmax,
-        cbar_label=KIND_NAMES.get(kind, kind),
+        cbar_label=kind_label(kind),
         boxes=_trained_boxes(stages, n_tasks),
         note="boxed: the task trained at that stage",
     )

@@ -9,13 +9,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-KIND_NAMES = {
-    "lp": "linear-probe accuracy (%)",
-    "zs": "zero-shot accuracy (%)",
-    "head": "task-head accuracy (%)",
-    "vrf": "VRF accuracy (%)",
-    "ose": "fixed-weight output ensemble accuracy (%)",
-}
 STYLE = {
     "font.size": 10,
     "axes.titlesize": 11,
