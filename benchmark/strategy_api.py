@@ -1,7 +1,9 @@
 """What a strategy is to the runner, and how a name and its arguments become one.
 
 A strategy is a frozen config dataclass plus ``build(context, config) -> list[plugins]``, where the
-plugins are Avalanche ``SupervisedPlugin`` objects added to the one training loop. The registry of
+plugins are Avalanche ``SupervisedPlugin`` objects added to the one training loop (cfbench's own
+subclass ``benchmark.plugin.StrategyPlugin``, whose contract the run reads with ``declared``; any
+other Avalanche plugin works unchanged, with that contract's defaults). The registry of
 named strategies is ``strategies.STRATEGIES``; ``resolve`` takes it as an argument (strategies
 import from benchmark, never the reverse) and also accepts ``package.module:factory`` for a
 strategy that lives outside the repo.

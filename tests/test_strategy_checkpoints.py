@@ -130,3 +130,30 @@ def test_a_run_restored_from_a_checkpoint_trains_on_bit_for_bit(name, max_images
     assert len(log2.losses) > 0 and log2.losses == log.losses[-len(log2.losses) :]
     assert_same_weights(model2, model)
     assert trainer2.clock.train_exp_counter == trainer.clock.train_exp_counter == 3
+
+
+@pytest.mark.parametrize(
+    "name, plugin",
+    [
+        ("bitfit", "strategies.bitfit.BitFitPlugin"),
+        ("vrf", "strategies.vrf.VRFEvaluationPlugin"),
+        ("lora", "strategies.lora.LoRAPlugin"),
+    ],
+)
+def test_a_plugin_with_the_base_state_writes_and_reads_what_its_own_empty_state_did(
+    name, plugin, data
+):
+    """BitFit's, VRF's and LoRA's plugins wrote their own empty state before StrategyPlugin gave
+    it to them: a checkpoint's entry is still {"plugin": name, "state": {}}, and such an entry (as
+    a checkpoint written before holds it) restores into a freshly built run."""
+    context = fresh_context(data)
+    plugins = resolve(name)(context)
+    trainer = Trainer(model=context.model, cfg=TRAIN, device=CPU, plugins=plugins)
+    written = capture(1, [], context.model, plugins, trainer)
+    assert written.plugins == [{"plugin": plugin, "state": {}}]
+    before = Checkpoint(**through_checkpoint(dataclasses.asdict(written)))
+    fresh = fresh_context(data)
+    again = resolve(name)(fresh)
+    trainer = Trainer(model=fresh.model, cfg=TRAIN, device=CPU, plugins=again)
+    restore(before, fresh.model, again, trainer, "an older checkpoint")
+    assert_same_weights(fresh.model, context.model)

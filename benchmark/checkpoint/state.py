@@ -5,15 +5,17 @@ and before task s + 1 starts. Its checkpoint holds only tensors and plain values
 back with ``torch.load(weights_only=True)``:
 
 - ``model``: the encoder and heads (not at stage 0, where the freshly built model is that state);
-- ``plugins``: each strategy plugin's ``state_dict()`` (not at stage 0, where no plugin has run);
-  plugins store nothing they can rebuild from the model or the pretrained weights;
+- ``plugins``: each strategy plugin's ``state_dict()`` (not at stage 0, where no plugin has run)
+  with its qualified class name; None for a plugin without one (benchmark/plugin.py), which makes
+  the checkpoint unresumable. Plugins store nothing they can rebuild from the model or the
+  pretrained weights;
 - ``trainer``: Avalanche's clock counters and the task labels the model has been trained on;
 - ``rng``: the torch (CPU and CUDA), numpy and python generator states;
 - ``records``: every accuracy record up to stage s; the results files are rewritten from them.
 
 No optimiser state is stored: every task starts from fresh AdamW moments and its own schedule.
 On CPU with a fixed seed a resumed run therefore reproduces an uninterrupted one bit for bit.
-The files, and the checks made before resuming from them, are in ``checkpoint_store.py``.
+The files, and the checks made before resuming from them, are in ``store.py``.
 """
 
 from __future__ import annotations
