@@ -1,8 +1,9 @@
 """The strategies: one file per strategy, registered in strategies/registry.py.
 
-Adding a strategy = its file (a frozen ``Config`` dataclass and ``build(context, config)``), one
-``StrategySpec`` line in registry.py and its name in ``NAMES``; the command line, ``--strategy
-all``, the report and the tests read the registry (docs/design.md section 12).
+Adding a strategy = its file (a frozen ``Config`` dataclass and ``build(context, config)``, which
+returns plugins that subclass ``benchmark.plugin.StrategyPlugin``), one ``StrategySpec`` line in
+registry.py and its name in ``NAMES``; the command line, ``--strategy all``, the report and the
+tests read the registry (docs/design.md section 12).
 
 ``NAMES`` costs nothing to import, so that ``run_benchmark.py --help`` lists the strategies
 without importing torch and Avalanche; everything else (``STRATEGIES``, ``resolve`` and the
