@@ -1,7 +1,11 @@
 """Strategy arguments chosen on validation by ``run_benchmark.py select``, stored per sequence.
 
-A registered sequence ``NAME`` keeps them in ``tasks/selected/NAME.yaml``; a sequence file
-``path/x.yaml`` in ``path/x.selected.yaml`` beside it. The file maps a strategy name to::
+A sequence file ``path/x.yaml`` keeps them in ``path/x.selected.yaml`` beside it. A registered
+sequence ``NAME`` ships its selections as package data, ``tasks/selected/NAME.yaml``, which
+``select`` never rewrites (an installed package is no place to write): ``select`` writes its
+choice beside its runs, ``OUT/selected/NAME.yaml`` (``written_selection_path``), and a run of
+``NAME`` with the same ``--out`` reads that file over the shipped one, strategy by strategy
+(benchmark/commands/launch.py). The file maps a strategy name to::
 
     ldifs:
       args: {lam: 100}             # what the sequence now passes to the strategy
@@ -14,13 +18,14 @@ A registered sequence ``NAME`` keeps them in ``tasks/selected/NAME.yaml``; a seq
         run_options: [--epochs, '2']               # the grid's run options, if any
         date: '2026-12-01'
 
-``get_sequence`` merges ``args`` over the sequence's own ``strategy_args`` (a ``--strategy-arg``
-on the command line still wins) and every run's ``config.json`` records the ``chosen_by`` of
-its strategy ("selection").
+``apply_selection`` merges ``args`` over the sequence's own ``strategy_args`` (a
+``--strategy-arg`` on the command line still wins) and every run's ``config.json`` records the
+``chosen_by`` of its strategy ("selection").
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,30 @@ def selection_path(sequence: str, registered: bool) -> Path:
         return SELECTED_DIR / f"{sequence}.yaml"
     path = Path(sequence)
     return path.with_name(path.stem + ".selected.yaml")
+
+
+def written_selection_path(sequence: str, registered: bool, out: Path) -> Path:
+    """Where ``select`` writes a sequence's choice: beside a sequence file, or for a registered
+    sequence in the results folder ``out`` of its runs."""
+    return results_selection_path(out, sequence) if registered else selection_path(sequence, False)
+
+
+def results_selection_path(out: Path, sequence: str) -> Path:
+    """The selections ``select`` wrote for the registered sequence ``sequence`` under ``out``."""
+    return Path(out) / "selected" / f"{sequence}.yaml"
+
+
+def apply_selection(spec, chosen: dict[str, dict[str, Any]]):
+    """The SequenceSpec ``spec`` with the entries ``chosen`` (``load_selection``'s) merged in:
+    their arguments over its ``strategy_args``, key by key, their ``chosen_by`` as its
+    ``selection`` of their strategies."""
+    if not chosen:
+        return spec
+    args = {k: dict(v) for k, v in spec.strategy_args.items()}
+    for strategy, entry in chosen.items():
+        args[strategy] = {**args.get(strategy, {}), **entry["args"]}
+    selection = {s: {"args": e["args"], **e.get("chosen_by", {})} for s, e in chosen.items()}
+    return replace(spec, strategy_args=args, selection={**spec.selection, **selection})
 
 
 def load_selection(path: Path) -> dict[str, dict[str, Any]]:

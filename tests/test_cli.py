@@ -5,7 +5,8 @@ import sys
 import pandas as pd
 import pytest
 
-from run_benchmark import build_parser, main
+from benchmark.commands.run import build_parser
+from run_benchmark import main
 from strategies import STRATEGIES
 from tests.conftest import ROOT
 
@@ -123,7 +124,7 @@ def test_help_explains_every_option():
         "--source",
     ):
         assert option in text
-    from benchmark.cli import build_data_parser
+    from benchmark.commands.data import build_parser as build_data_parser
 
     data_help = build_data_parser().format_help()
     for word in (
@@ -212,8 +213,7 @@ def test_written_files_follow_a_umask_set_after_import(tmp_path):
 def test_strategy_all_skips_lp_ft_when_every_run_has_lp_heads(capsys):
     """With --head-init lp (or no text tower) every strategy starts from LP heads, so lp_ft would
     repeat ft exactly: --strategy all leaves it out and says so; naming it still runs it."""
-    from benchmark.cli import build_parser
-    from run_benchmark import build_configs
+    from benchmark.commands.launch import build_configs
     from strategies import STRATEGIES
 
     parser = build_parser(list(STRATEGIES))

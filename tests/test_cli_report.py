@@ -1,4 +1,5 @@
-from run_benchmark import build_parser, main
+from benchmark.commands.run import build_parser
+from run_benchmark import main
 from strategies import STRATEGIES
 from tests.helpers.report_runs import LP, ZS, write_run
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmark.commands.cells import run_cell
 from benchmark.errors import CFBenchError
 from benchmark.grid import executors, spec
-from run_benchmark import main, run_cell
+from run_benchmark import main
 
 SMOKE = ["--epochs", "1"]
 

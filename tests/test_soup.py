@@ -121,7 +121,7 @@ def test_run_config_round_trips_through_config_json():
 
 
 def test_soup_help_explains_every_option():
-    from benchmark.cli import build_soup_parser
+    from benchmark.commands.soup import build_parser as build_soup_parser
 
     text = " ".join(build_soup_parser().format_help().split())  # as words: any terminal width
     for word in (

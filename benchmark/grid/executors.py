@@ -1,11 +1,11 @@
 """Where a grid's cells run: one after another in this process (``local``), or as Ray tasks.
 
-A worker is ``worker(argv, log_path) -> dict`` (run_benchmark.run_cell): it runs one cell's
-command and returns {"status": "done" | "skipped" | "failed", "error": one line or None,
-"seconds": float, "folder": str}. A cell that fails for a reason of its own (bad input, a NaN
-loss: a CFBenchError) comes back as "failed" and is not retried. A Ray worker that dies (a killed
-process, a lost node) raises in Ray, which retries the task up to ``max_retries`` times; the retry
-runs the same command, which resumes from the run's last checkpoint in the shared ``--out``.
+A worker is ``worker(argv, log_path) -> dict`` (benchmark/commands/cells.py ``run_cell``): it runs
+one cell's command and returns {"status": "done" | "skipped" | "failed", "error": one line or None,
+"seconds": float, "folder": str}. A cell that fails for a reason of its own (bad input, a NaN loss:
+a CFBenchError) comes back as "failed" and is not retried. A Ray worker that dies (a killed process,
+a lost node) raises in Ray, which retries the task up to ``max_retries`` times; the retry runs the
+same command, which resumes from the run's last checkpoint in the shared ``--out``.
 """
 
 from __future__ import annotations

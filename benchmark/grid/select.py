@@ -1,11 +1,12 @@
-"""``run_benchmark.py select``: a strategy's weight chosen on validation, as the papers do.
+"""A strategy's weight chosen on validation, as the papers do: the work of ``run_benchmark.py
+select`` (benchmark/commands/select.py).
 
 The LDIFS paper (and L2SP's, EWC's, WiSE-FT's) fixes its weight by a grid search scored on
 held-out validation data, then uses that one value. ``select`` runs that grid (one ordinary run
 per value and seed, benchmark/grid/), scores every run on validation records only
 (benchmark/report/selection.py ``SCORES``; never a test split), prints the table, and writes the
-winner into the sequence's selected arguments (tasks/selected.py), which every later run of that
-sequence uses and records in its config.json.
+winner into the sequence's selected arguments (tasks/selected.py), which later runs of that
+sequence use and record in their config.json.
 """
 
 from __future__ import annotations
@@ -17,69 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmark.errors import CFBenchError
-from benchmark.grid.cli import executor_options
 from benchmark.grid.spec import Cell, GridSpec, parse_values
-from benchmark.report.scores import DEFAULT_SCORE, SCORES
-
-DESCRIPTION = """\
-Choose a strategy argument by validation: run the strategy once per value of --grid (and per
-seed), score every run on the validation splits only (never a test split), print the scores,
-and write the best value into the sequence's selected arguments (a registered sequence NAME:
-tasks/selected/NAME.yaml; a sequence file x.yaml: x.selected.yaml beside it), which later runs
-of the sequence use and record in config.json. The runs are ordinary runs under --out: they
-resume, and a rerun skips the finished ones. Options this command does not know (e.g. --epochs
-1 --out DIR) are run options passed to every run."""
-
-EPILOG = (
-    """\
-scores (--score):
-"""
-    + "\n".join(f"  {k:6s} {v[2]}" for k, v in SCORES.items())
-    + """
-
-examples:
-  run_benchmark.py select --sequence offline --strategy ldifs --grid lam=1,10,100,300,1000
-  run_benchmark.py select --sequence offline --strategy l2sp --grid alpha=0.01,0.1,1 --seeds 0 1
-
-exit codes: 0 chosen (and written unless --no-write), 1 some run failed or no value could be
-scored (nothing written), 2 bad input (nothing was run)."""
-)
-
-
-def select_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py select",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    a = p.add_argument
-    a("--sequence", required=True, metavar="NAME", help="the sequence (name or .yaml path)")
-    a("--strategy", required=True, metavar="NAME", help="the strategy whose argument is chosen")
-    a(
-        "--grid",
-        action="append",
-        required=True,
-        metavar="KEY=V1,V2",
-        help="values of one of its arguments, repeatable (several keys: every combination)",
-    )
-    a(
-        "--seeds",
-        nargs="+",
-        type=int,
-        default=[0],
-        metavar="N",
-        help="seeds per value; a value's score is its mean over them (default: 0)",
-    )
-    a(
-        "--score",
-        choices=tuple(SCORES),
-        default=DEFAULT_SCORE,
-        help=f"validation score to maximise (default: {DEFAULT_SCORE}; see below)",
-    )
-    a("--no-write", action="store_true", help="print the choice, write nothing")
-    executor_options(p)
-    return p
+from benchmark.report.scores import SCORES
 
 
 def selection_grid(args: argparse.Namespace, run_options: Sequence[str]) -> GridSpec:
@@ -158,54 +98,6 @@ def chosen_by(args: argparse.Namespace, grid: GridSpec, scores: dict, run_option
         "run_options": list(run_options),
         "date": datetime.date.today().isoformat(),
     }
-
-
-def select_command(argv: list[str], execute_cells) -> int:
-    """``run_benchmark.py select``: run a strategy's grid, choose its value on validation, write
-    it into the sequence's selected arguments. ``execute_cells(cells, args) -> (folders,
-    results)`` checks and runs the cells (run_benchmark.py, shared with ``grid``)."""
-    import sys
-
-    args, run_options = select_parser().parse_known_args(argv)  # --help before torch loads
-    from benchmark.errors import print_user_error
-    from benchmark.grid import executors
-    from tasks import SEQUENCES, get_sequence
-    from tasks.selected import selection_path, write_selection
-
-    try:
-        get_sequence(args.sequence)  # a bad name fails before anything runs
-        grid = selection_grid(args, run_options)
-        cells = grid.cells()
-        folders, results = execute_cells(cells, args)
-        print(executors.summary(cells, results))
-        if any(r["status"] == "failed" for r in results):
-            print(
-                "some runs failed: nothing was written; fix them and rerun (finished runs are "
-                "skipped)",
-                file=sys.stderr,
-            )
-            return 1
-        scores = score_runs(cells, folders, args.score)
-        chosen = choose(scores)
-        print(score_table(scores, chosen, args.score))
-        if not args.no_write:
-            path = selection_path(args.sequence, args.sequence in SEQUENCES)
-            write_selection(
-                path,
-                args.strategy,
-                scores[chosen]["args"],
-                chosen_by(args, grid, scores, run_options),
-            )
-            print(f"{args.strategy}: {chosen} written to {path}")
-    except CFBenchError as error:
-        return print_user_error(error, args.debug)
-    except KeyboardInterrupt:
-        print(
-            "interrupted; rerun the same command to go on (finished runs are skipped)",
-            file=sys.stderr,
-        )
-        return 130
-    return 0
 
 
 def selected_markdown(selection: dict[str, dict]) -> str:

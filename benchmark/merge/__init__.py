@@ -24,5 +24,7 @@ merging".
 
 vectors.py and lines.py are pure functions; make.py reads the runs with the soup's machinery
 (benchmark/soup/ingredients.py), builds the evaluation as a soup does (soup/evaluate.py) and
-writes the run folder; cli.py holds the options (argparse only), command.py the command.
+writes the run folder. The command, its options and their help: benchmark/commands/merge.py.
 """
+
+METHOD_NAMES = ("task_arithmetic", "ties", "magmax", "lines")

@@ -268,14 +268,12 @@ def _brief(entry: dict) -> str:
     return f" ({entry['note']})" if entry.get("note") else ""
 
 
-def gpu_check_command(args: argparse.Namespace, log=print) -> int:
-    """``perf --gpu-check``: refuse other perf options and a machine without a GPU, run the
-    parts, write the JSON and the table. 0 when no part failed, 1 otherwise."""
-    from benchmark.perf.cli import perf_parser
-
+def gpu_check_command(args: argparse.Namespace, defaults: dict, log=print) -> int:
+    """``perf --gpu-check``: refuse other perf options (those differing from ``defaults``, the
+    perf command's) and a machine without a GPU, run the parts, write the JSON and the table. 0
+    when no part failed, 1 otherwise."""
     if not args.gpu_check:
         raise CFBenchError("--gpu-check-device goes with --gpu-check")
-    defaults = vars(perf_parser().parse_args([]))
     given = [k for k in FIXED if getattr(args, k, None) != defaults.get(k)]
     if given:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given)

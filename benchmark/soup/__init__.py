@@ -32,5 +32,5 @@ The averaging (``average_state_dicts``, average.py) and the greedy selection
 (``greedy_select``, greedy.py) are pure functions; ``make_soup`` (make.py) reads the
 ingredients (ingredients.py), builds the evaluation with ``session.prepare`` and
 ``session.build_session`` from the first ingredient's config.json (evaluate.py), and writes
-the run folder. The command's options are in cli.py, the command in command.py.
+the run folder. The command, its options and their help: benchmark/commands/soup.py.
 """

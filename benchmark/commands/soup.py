@@ -1,9 +1,13 @@
-"""The options of ``run_benchmark.py soup`` and their help (the command is in command.py, the
-work in make.py)."""
+"""``run_benchmark.py soup RUN_DIR... --mode M``: average finished runs' weights and evaluate
+the average like a run (the work is in benchmark/soup/)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from benchmark.commands.options import output_options
 
 SOUP_EPILOG = """Each RUN_DIR must be finished (every stage) and keep its checkpoints. Refused,
 with one line and exit 2: fewer than 2 runs, runs of another sequence (tasks, controls), from
@@ -16,8 +20,7 @@ zero-shot Transfer and Avg are n/a). config.json lists the ingredients (folders,
 seeds; for greedy, their validation accuracies and which were kept)."""
 
 
-def soup_parser() -> argparse.ArgumentParser:
-    """``run_benchmark.py soup``: average finished runs' weights (benchmark/soup/)."""
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_benchmark.py soup",
         description="Model soups (Wortsman et al., ICML 2022, arXiv 2203.05482): average the "
@@ -47,32 +50,24 @@ def soup_parser() -> argparse.ArgumentParser:
     return p
 
 
-def output_options(a, made: str, same: str) -> None:
-    """Where a model made from finished runs (``made``: "the soup", "the merged run") is written
-    and how it is evaluated: the options ``soup`` and ``merge`` share."""
-    a(
-        "--out",
-        help=f"results folder {made} is written into (default: the one holding the first "
-        "RUN_DIR, so a report there shows it next to its runs)",
+def run(args: argparse.Namespace) -> int:
+    from benchmark.soup.make import SoupOptions, make_soup  # torch: not for --help
+
+    options = SoupOptions(
+        folders=tuple(Path(f) for f in args.run_dirs),
+        mode=args.mode,
+        out=Path(args.out) if args.out else None,
+        seed=args.seed,
+        device=args.device,
+        data_root=Path(args.data_root) if args.data_root else None,
+        eval_batch_size=args.eval_batch_size,
+        force=args.force,
     )
-    a(
-        "--seed",
-        type=int,
-        help=f"the N of the folder seed<N> of {made}; it trains nothing, so this only names the "
-        "folder (default: the smallest seed of the runs)",
-    )
-    a("--device", help="auto, cpu, cuda or cuda:N (default: the first run's)")
-    a("--data-root", help="dataset folder (default: the first run's)")
-    a(
-        "--eval-batch-size",
-        type=int,
-        metavar="N",
-        help="images per batch of the feature passes; lower it after running out of GPU memory "
-        "(default: the first run's)",
-    )
-    a(
-        "--force",
-        action="store_true",
-        help=f"replace an existing folder of {made} of the {same} (default: refuse)",
-    )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
+    try:
+        make_soup(options)
+    except KeyboardInterrupt:  # nothing to resume: a soup is redone with --force
+        print(
+            "interrupted; run the same command with --force to make the soup again", file=sys.stderr
+        )
+        return 130
+    return 0

@@ -1,12 +1,14 @@
-"""The options of ``run_benchmark.py perf`` and their help (the program flow is in
-run_benchmark.py, the measurements in benchmark/perf/)."""
+"""``run_benchmark.py perf``: how fast this machine runs a sequence, with nothing downloaded; with
+--gpu-check, everything still to measure on a GPU (the work is in benchmark/perf/)."""
 
 from __future__ import annotations
 
 import argparse
 
+from benchmark.commands.options import debug_option
 
-def perf_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_benchmark.py perf",
         description="How fast this machine runs a sequence, with nothing downloaded: datasets of "
@@ -84,7 +86,7 @@ def _setup(a) -> None:
         help="JSON file written; with --gpu-check, the folder written "
         "(default: perf.json; with --gpu-check, results/gpu-check)",
     )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
+    debug_option(a)
     _gpu_check(a)
 
 
@@ -103,3 +105,16 @@ def _gpu_check(a) -> None:
         choices=["cuda", "cpu"],
         help="for tests: cpu runs the whole --gpu-check on CPU at tiny sizes (default: cuda)",
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gpu_check or args.gpu_check_device:
+        from benchmark.perf.gpu_check import gpu_check_command  # torch: not for --help
+
+        return gpu_check_command(args, vars(build_parser().parse_args([])))
+    from benchmark.perf.run import PerfConfig, run_perf  # torch: not for --help
+    from strategies import STRATEGIES
+
+    skip = ("debug", "gpu_check", "gpu_check_device")
+    run_perf(PerfConfig(**{k: v for k, v in vars(args).items() if k not in skip}), STRATEGIES)
+    return 0

@@ -1,11 +1,12 @@
-"""The command line's options and their help (``run_benchmark.py --help``); the program flow
-is in run_benchmark.py."""
+"""The run command's options and their help (``run_benchmark.py --help``), in the groups its help
+shows; benchmark/commands/run.py assembles the parser."""
 
 from __future__ import annotations
 
-import argparse
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from benchmark.commands.options import data_root_option, debug_option
 
 DESCRIPTION = "cfbench: fine-tune an image encoder on a task sequence and measure what it forgets."
 EPILOG = """sequences: smoke (synthetic, offline), offline (real .npz images, ResNet-20, CPU),
@@ -21,28 +22,18 @@ prepare, verify datasets), perf (speed and memory), soup (average finished runs)
 locally or on Ray), select (a strategy weight chosen on validation)."""
 
 
-def build_parser(strategies: Sequence[str]) -> argparse.ArgumentParser:
-    """The run command's parser; ``strategies``: the registered names (strategies.STRATEGIES),
-    which the help lists."""
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    groups = [
-        (functools.partial(_run_options, strategies=strategies), "what to run"),
-        (_io_options, "data, output and device"),
-        (_training_options, "fine-tuning (defaults: the sequence's, else the protocol's)"),
-        (_probe_options, "linear probes"),
-        (_resume_options, "checkpoints (a command run again resumes after its last finished task)"),
+def groups(strategies: Sequence[str]) -> list[tuple[Callable, str]]:
+    """The option groups of the run command's help, in order: (adds the options, title)."""
+    return [
+        (functools.partial(what_to_run, strategies=strategies), "what to run"),
+        (io_options, "data, output and device"),
+        (training_options, "fine-tuning (defaults: the sequence's, else the protocol's)"),
+        (probe_options, "linear probes"),
+        (resume_options, "checkpoints (a command run again resumes after its last finished task)"),
     ]
-    for add_options, title in groups:
-        add_options(p.add_argument_group(title).add_argument)
-    return p
 
 
-def _run_options(a, strategies: Sequence[str]) -> None:
+def what_to_run(a, strategies: Sequence[str]) -> None:
     a(
         "--sequence",
         default="smoke",
@@ -78,10 +69,10 @@ def _run_options(a, strategies: Sequence[str]) -> None:
         help="initialise task heads zero-shot from the text tower (zs) or from a linear probe "
         "at the start of each task (lp) (default: zs when the model has a text tower, else lp)",
     )
-    _run_extras(a)
+    run_extras(a)
 
 
-def _run_extras(a) -> None:
+def run_extras(a) -> None:
     """The rest of "what to run": VRF, seeds and the run's name."""
     a(
         "--vrf",
@@ -113,12 +104,8 @@ def _run_extras(a) -> None:
     )
 
 
-def _io_options(a) -> None:
-    a(
-        "--data-root",
-        help="folder holding one sub-folder per dataset (default: $CFBENCH_DATA, "
-        "else ~/.cache/cfbench/data)",
-    )
+def io_options(a) -> None:
+    data_root_option(a)
     a(
         "--no-download",
         dest="download",
@@ -162,10 +149,10 @@ def _io_options(a) -> None:
         help="also write TensorBoard events (accuracy per stage, heatmaps) to each run folder's "
         "tensorboard/ (view with: tensorboard --logdir OUT)",
     )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
+    debug_option(a)
 
 
-def _training_options(a) -> None:
+def training_options(a) -> None:
     a("--epochs", type=int, help="epochs for every task (default: the per-dataset paper value)")
     a("--batch-size", type=int, help="training batch size (default: 128)")
     a("--lr", type=float, help="AdamW peak learning rate (default: 1e-5)")
@@ -213,7 +200,7 @@ def _training_options(a) -> None:
     )
 
 
-def _probe_options(a) -> None:
+def probe_options(a) -> None:
     a(
         "--probe-max-train",
         type=int,
@@ -238,7 +225,7 @@ def _probe_options(a) -> None:
     )
 
 
-def _resume_options(a) -> None:
+def resume_options(a) -> None:
     a(
         "--fresh",
         action="store_true",
@@ -253,48 +240,3 @@ def _resume_options(a) -> None:
         help="checkpoints kept in each run folder's checkpoints/: the latest stage's only (last), "
         "or one per stage (all) (default: last)",
     )
-
-
-def build_report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_benchmark.py report",
-        description="Regenerate RESULTS_DIR/report/ (heatmaps, delta-LP bars, accuracy curves, "
-        "comparison table as CSV/Markdown/LaTeX, report.md) from the run folders saved under "
-        "RESULTS_DIR. Nothing is re-run.",
-    )
-    p.add_argument(
-        "results_dir",
-        metavar="RESULTS_DIR",
-        help="folder holding <sequence>/<strategy>/seed<N>/ run folders",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    return p
-
-
-def build_data_parser() -> argparse.ArgumentParser:
-    """``run_benchmark.py data``'s options (benchmark/data_cli.py)."""
-    from benchmark.data_cli import data_parser
-
-    return data_parser()
-
-
-def build_perf_parser() -> argparse.ArgumentParser:
-    """``run_benchmark.py perf``'s options; they live in perf/cli.py, which keeps this file
-    within its size limit."""
-    from benchmark.perf.cli import perf_parser
-
-    return perf_parser()
-
-
-def build_soup_parser() -> argparse.ArgumentParser:
-    """``run_benchmark.py soup``'s options (benchmark/soup/cli.py)."""
-    from benchmark.soup.cli import soup_parser
-
-    return soup_parser()
-
-
-def build_grid_parser(with_file: bool = True) -> argparse.ArgumentParser:
-    """``run_benchmark.py grid``'s options (benchmark/grid/cli.py)."""
-    from benchmark.grid.cli import grid_parser
-
-    return grid_parser(with_file)

@@ -1,5 +1,5 @@
-"""``run_benchmark.py data``: its options, their help and its flow (the work is in
-tasks/manage.py)."""
+"""``run_benchmark.py data list|prepare|verify``: what is on disk, fetch and prepare, check (the
+work is in tasks/manage.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.commands.options import data_root_option, debug_option
+from benchmark.config import default_data_root
+from benchmark.errors import CFBenchError
 
-def data_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_benchmark.py data",
         description="Datasets. list: the source a run would read each one from, whether it is "
@@ -28,7 +32,7 @@ def data_parser() -> argparse.ArgumentParser:
         "--sequence",
         help="every task and control of this sequence (default: 5tasks when no NAME is given)",
     )
-    a("--data-root", help="dataset folder (default: $CFBENCH_DATA, else ~/.cache/cfbench/data)")
+    data_root_option(a)
     a(
         "--source",
         default="auto",
@@ -48,42 +52,39 @@ def data_parser() -> argparse.ArgumentParser:
         default=0,
         help="prepare: image-decoding processes (default: 0, decode in this process)",
     )
-    a("--debug", action="store_true", help="show full tracebacks for errors")
+    debug_option(a)
     return p
 
 
-def data_command(argv: list[str]) -> int:
-    """``run_benchmark.py data list|prepare|verify``."""
-    args = data_parser().parse_intermixed_args(argv)
-    from benchmark.config import default_data_root
-    from benchmark.errors import CFBenchError, print_user_error
-    from tasks import get_sequence, manage
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_intermixed_args(argv)  # dataset names after the options too
 
-    try:
-        root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
-        if args.names and args.sequence:
-            raise CFBenchError("give dataset names or --sequence, not both")
-        if args.action == "prepare" and args.sequence == "offline":
-            from tasks.offline_build import prepare_offline  # public sources -> <stem>.npz
 
-            prepare_offline(root, args.force)
-            return 0
-        names = args.names
-        if not names:
-            sequence = get_sequence(args.sequence or "5tasks")
-            names = [*sequence.tasks, *sequence.controls]
-        if args.action == "list":
-            print(manage.format_rows(manage.list_rows(names, root, args.source)))
-            return 0
-        if args.action == "prepare":
-            for name in names:
-                print(manage.prepare(name, root, args.source, args.force, args.workers))
-            return 0
-        problems = [line for name in names for line in manage.verify(name, root)]
-        for line in problems:
-            print(line, file=sys.stderr)
-        if not problems:
-            print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
-        return 2 if problems else 0
-    except CFBenchError as error:
-        return print_user_error(error, args.debug)
+def run(args: argparse.Namespace) -> int:
+    from tasks import get_sequence, manage  # torch, numpy: not for --help
+
+    root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    if args.names and args.sequence:
+        raise CFBenchError("give dataset names or --sequence, not both")
+    if args.action == "prepare" and args.sequence == "offline":
+        from tasks.offline_build import prepare_offline  # public sources -> <stem>.npz
+
+        prepare_offline(root, args.force)
+        return 0
+    names = args.names
+    if not names:
+        sequence = get_sequence(args.sequence or "5tasks")
+        names = [*sequence.tasks, *sequence.controls]
+    if args.action == "list":
+        print(manage.format_rows(manage.list_rows(names, root, args.source)))
+        return 0
+    if args.action == "prepare":
+        for name in names:
+            print(manage.prepare(name, root, args.source, args.force, args.workers))
+        return 0
+    problems = [line for name in names for line in manage.verify(name, root)]
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print(f"verified: {', '.join(names)} (prepared store in {root / 'prepared'})")
+    return 2 if problems else 0
