@@ -13,6 +13,8 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from torchvision.transforms import ToTensor
 
+from benchmark.commands.launch import build_configs
+from benchmark.commands.run import build_parser
 from benchmark.config import ProbeConfig
 from benchmark.errors import CFBenchError
 from benchmark.evaluation import EvalDataset, MatrixEvaluation
@@ -33,7 +35,7 @@ from benchmark.vrf.functions import (
     zsf_k,
     zsf_mask,
 )
-from run_benchmark import build_configs, build_parser, main
+from run_benchmark import main
 from strategies import STRATEGIES, resolve
 from tasks.synthetic import synthetic_task
 
