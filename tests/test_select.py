@@ -234,3 +234,43 @@ def test_ties_go_to_the_smallest_value_whatever_the_grid_order():
     assert select.choose(tied) == "lam=3"
     several = {"lam=10,anchor=pretrained": {"mean": 1.0}, "lam=2,anchor=pretrained": {"mean": 1.0}}
     assert select.choose(several) == "lam=2,anchor=pretrained"
+
+
+def test_select_writes_a_registered_sequence_s_choice_beside_its_runs(tmp_path):
+    """The shipped selections (tasks/selected/, package data) are never rewritten: select writes
+    a registered sequence's choice to OUT/selected/NAME.yaml, and a run with that --out reads it
+    over the shipped entries, strategy by strategy; a run with another --out does not."""
+    from benchmark.commands.launch import build_configs
+    from benchmark.commands.run import build_parser
+    from tasks.selected import results_selection_path, written_selection_path
+
+    out = tmp_path / "out"
+    path = written_selection_path("smoke", True, out)
+    assert path == results_selection_path(out, "smoke") == out / "selected" / "smoke.yaml"
+    assert written_selection_path(str(tmp_path / "x.yaml"), False, out) == (
+        tmp_path / "x.selected.yaml"
+    )
+    write_selection(path, "l2sp", {"alpha": 0.25}, {"score": "tasks", "seeds": [0]})
+    parser = build_parser()
+    sequence, (cfg,) = build_configs(parser.parse_args(["--strategy", "l2sp", "--out", str(out)]))
+    assert cfg.strategy_args == {"alpha": 0.25}
+    assert sequence.selection["l2sp"] == {"args": {"alpha": 0.25}, "score": "tasks", "seeds": [0]}
+    _, (other,) = build_configs(
+        parser.parse_args(["--strategy", "l2sp", "--out", str(tmp_path / "elsewhere")])
+    )
+    assert other.strategy_args == get_sequence("smoke").strategy_args.get("l2sp", {})
+    assert not (SELECTED_DIR / "smoke.yaml").exists()
+
+
+def test_a_results_selection_layers_over_the_shipped_one():
+    from tasks.selected import apply_selection
+
+    shipped = get_sequence("offline")
+    assert shipped.selection  # tasks/selected/offline.yaml, package data
+    strategy = next(iter(shipped.selection))
+    spec = apply_selection(shipped, {"mine": {"args": {"k": 1}, "chosen_by": {"score": "all"}}})
+    assert spec.strategy_args["mine"] == {"k": 1}
+    assert spec.strategy_args[strategy] == shipped.strategy_args[strategy]
+    assert spec.selection[strategy] == shipped.selection[strategy]
+    assert spec.selection["mine"] == {"args": {"k": 1}, "score": "all"}
+    assert apply_selection(shipped, {}) is shipped
