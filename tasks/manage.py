@@ -1,4 +1,5 @@
-"""``run_benchmark.py data list|prepare|verify``: what is on disk, fetch and prepare, check."""
+"""What ``run_benchmark.py data list|prepare|verify`` does: what is on disk, fetch and prepare,
+check (the command: benchmark/commands/data.py)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ the merged run has a full accuracy matrix (rows 0..T) and is evaluated like a ru
 ``OUT/<sequence>/<name>/seed<N>/``. Several runs of one sequence from one initial model (other
 seeds or strategies) pool their task vectors stage by stage. Only the encoder is merged; the task
 heads are the runs' stage-t heads (their mean, as a uniform soup's). The default lambdas, the
-differences from the official code and what is refused: cli.py's epilog and README "Model
+differences from the official code and what is refused: the command's epilog and README "Model
 merging".
 
 vectors.py and lines.py are pure functions; make.py reads the runs with the soup's machinery
