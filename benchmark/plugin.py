@@ -9,7 +9,8 @@ composer's ``Algorithm`` or Avalanche's plugin base do), and every cfbench plugi
 - ``reference_forwards``: frozen forwards per training image that the plugin runs (LDIFS's
   reference, LwF's teacher), counted in the run's cost (benchmark/cost.py);
 - ``evaluation_kinds``: record kinds the plugin asks the evaluation for (VRF: ``vrf``, ``ose``);
-- ``config_entries()``: what it reports about itself in config.json's ``strategy_details``;
+- ``config_entries()``: what it reports about itself in config.json's ``strategy_details``
+  (optional: a plugin without the method reports nothing, and adds no ``strategy_details``);
 - ``state_dict()`` / ``load_state_dict()``: its checkpoint state (benchmark/checkpoint/state.py).
 
 The run reads all of them through ``declared(plugin)``, which also reads a foreign plugin (a plain
@@ -31,16 +32,14 @@ class StrategyPlugin(SupervisedPlugin):
 
     A subclass overrides what differs. The class-level values may also be properties when they
     change during a run (LwF has no teacher on its first task); the trainer reads
-    ``reference_forwards`` after every step.
+    ``reference_forwards`` after every step. A plugin that reports entries for config.json
+    defines ``config_entries(self) -> dict`` (BitFit, LoRA, ZSCL); there is no default method,
+    since the session adds ``strategy_details`` for every plugin that has one.
     """
 
     fp32_forward: ClassVar[bool] = False  # True: the whole training step in fp32
     reference_forwards: ClassVar[int] = 0  # frozen forwards per training image (cost)
     evaluation_kinds: ClassVar[tuple[str, ...]] = ()  # record kinds the evaluation adds
-
-    def config_entries(self) -> dict:
-        """Entries for config.json ``strategy_details``; none by default."""
-        return {}
 
     def state_dict(self) -> dict:
         """Empty by default: the plugin keeps nothing between tasks (checkpoints are taken

@@ -52,6 +52,7 @@ def test_strategy_all_runs_every_strategy_and_prints_one_table(mini_sequence, tm
         "reduction": "mean",
     }
     assert config["seed"] == 0
+    assert "strategy_details" not in config  # LDIFS reports no config entries
     # Re-running compares the strategy's settings by effect, not as typed: an argument given at
     # the value it already had is the same run (already complete); another value is refused.
     argv = ["--sequence", str(mini_sequence), "--out", str(tmp_path), "--strategy", "ldifs"]
