@@ -21,7 +21,7 @@ not resumable (its run says so, and a resume from a later stage is refused).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from avalanche.training.plugins import SupervisedPlugin
@@ -57,7 +57,7 @@ class Declared:
     fp32_forward: bool = False
     reference_forwards: int = 0
     evaluation_kinds: tuple[str, ...] = ()
-    config_entries: dict[str, Any] = field(default_factory=dict)
+    config_entries: dict[str, Any] | None = None  # None: no config_entries() (no entries)
     resumable: bool = False  # has state_dict() and load_state_dict()
 
 
@@ -71,6 +71,6 @@ def declared(plugin: Any) -> Declared:
         fp32_forward=bool(getattr(plugin, "fp32_forward", False)),
         reference_forwards=getattr(plugin, "reference_forwards", 0),
         evaluation_kinds=(kinds,) if isinstance(kinds, str) else tuple(kinds),
-        config_entries=dict(entries()) if entries is not None else {},
+        config_entries=None if entries is None else dict(entries()),
         resumable=hasattr(plugin, "state_dict") and hasattr(plugin, "load_state_dict"),
     )
