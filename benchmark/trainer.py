@@ -79,6 +79,8 @@ class Trainer(SupervisedTemplate):
         device: torch.device,
         plugins: Sequence[SupervisedPlugin] = (),
         task_names: Sequence[str] = (),
+        cost: Cost | None = None,
+        device_loader=None,
     ):
         # fused: one kernel for the whole update on CUDA (the same arithmetic as the loop)
         optimizer = torch.optim.AdamW(
@@ -111,14 +113,14 @@ class Trainer(SupervisedTemplate):
         self._bar = None
         # Task index -> training batches from the prepared store on the device (pipeline.py);
         # None: Avalanche's DataLoader over the PIL transforms.
-        self.device_loader = None
+        self.device_loader = device_loader
         # Autocast dtype of the forward, criterion and plugin losses (None: fp32). A plugin that
         # declares ``fp32_forward`` (LDIFS: its distance must not be bf16 rounding) runs them in
         # fp32 (benchmark/plugin.py).
         wants_fp32 = any(declared(p).fp32_forward for p in self.plugins)
         self.autocast = None if wants_fp32 else autocast_dtype(cfg.precision, device)
         self._loss_watch = LossWatch(device)
-        self.cost: Cost | None = None  # the run's (benchmark/cost.py); None: not counted
+        self.cost = cost  # the run's (benchmark/cost.py); None: not counted
         self._epoch_started = 0.0
 
     def batch_statistics(self) -> bool:
