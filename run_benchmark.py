@@ -12,24 +12,11 @@ python run_benchmark.py select --sequence offline --strategy ldifs --grid lam=1,
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from benchmark.commands import NAMES, parse
-from benchmark.errors import CFBenchError, print_user_error
+from benchmark.commands import main  # the dispatcher: one module per command
 
-
-def main(argv: list[str] | None = None) -> int:
-    """The command named by the first word (benchmark/commands/NAME.py; none: run.py) on the
-    rest of ``argv``; its exit code. A CFBenchError is one line on stderr and exit 2."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    name = argv[0] if argv[:1] and argv[0] in NAMES else "run"
-    command = importlib.import_module(f"benchmark.commands.{name}")
-    args = parse(command, argv[1:] if name != "run" else argv)
-    try:
-        return command.run(args)
-    except CFBenchError as error:
-        return print_user_error(error, args.debug)
+__all__ = ["cli", "main"]
 
 
 def cli() -> None:

@@ -60,7 +60,7 @@ CPU_OFFLINE = (
     "--probe-max-test",
     "100",
 )
-RUN = "import sys; from run_benchmark import main; sys.exit(main(sys.argv[1:]))"
+RUN = "import sys; from benchmark.commands import main; sys.exit(main(sys.argv[1:]))"
 # perf options the check sets itself; any other value of theirs is refused
 FIXED = (
     "sequence",
