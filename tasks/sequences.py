@@ -8,7 +8,7 @@ path of a YAML file describing a custom sequence.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import yaml
 
 from benchmark.errors import CFBenchError
 from tasks.registry import get_task
-from tasks.selected import load_selection, selection_path
+from tasks.selected import apply_selection, load_selection, selection_path
 
 
 @dataclass(frozen=True)
@@ -117,14 +117,7 @@ def get_sequence(name_or_path: str) -> SequenceSpec:
         spec = load_sequence_file(Path(name_or_path))
     else:
         raise _unknown(name_or_path)
-    chosen = load_selection(selection_path(name_or_path, registered))
-    if not chosen:
-        return spec
-    args = {k: dict(v) for k, v in spec.strategy_args.items()}
-    for strategy, entry in chosen.items():
-        args[strategy] = {**args.get(strategy, {}), **entry["args"]}
-    selection = {s: {"args": e["args"], **e.get("chosen_by", {})} for s, e in chosen.items()}
-    return replace(spec, strategy_args=args, selection=selection)
+    return apply_selection(spec, load_selection(selection_path(name_or_path, registered)))
 
 
 def _unknown(name_or_path: str) -> CFBenchError:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import CFBenchError
-from benchmark.merge.cli import METHOD_NAMES
+from benchmark.merge import METHOD_NAMES
 from benchmark.merge.lines import lines_scales, multi_task_alpha
 from benchmark.merge.vectors import METHODS, Vector, apply_vector, task_vector, ties
 from benchmark.results import print_summary
