@@ -55,13 +55,19 @@ def timed(cost: Cost | None, name: str):
 
 
 class Cost:
-    """Per-stage counters and phase timers of one run (``stages``: restored from a checkpoint)."""
+    """Per-stage counters and phase timers of one run (``stages``: restored from a checkpoint;
+    ``flops``: the encoder's per image, ``flops_per_image``; None: not counted)."""
 
-    def __init__(self, device: torch.device, stages: list[dict] | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        stages: list[dict] | None = None,
+        flops: dict[str, float] | None = None,
+    ):
         self.device = device
         self.stages = [dict(s) for s in stages or []]
         self.current = _entry()
-        self.flops: dict[str, float] | None = None  # per image, set by the runner
+        self.flops = flops
         self.started = time.perf_counter()  # of the current stage (``start`` resets it)
 
     def start(self) -> None:

@@ -87,13 +87,14 @@ class RunResults:
         tasks: list[str],
         controls: list[str],
         records: list[dict] | None = None,
+        test_images: dict[str, int] | None = None,
     ):
         self.folder = Path(folder)
         self.identity = identity  # sequence, strategy, seed
         self.tasks, self.controls = list(tasks), list(controls)
         self.records: list[dict] = list(records or [])
         # test images per dataset (the LP accuracies' sample sizes): standard errors of delta-LP
-        self.test_images: dict[str, int] = {}
+        self.test_images: dict[str, int] = dict(test_images or {})
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             probe = self.folder / ".write-test"

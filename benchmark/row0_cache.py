@@ -14,12 +14,14 @@ several workers filling the same entry write the same bytes, and the last rename
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from benchmark.config import RunConfig
 from benchmark.io import write_atomic
 
 CACHEABLE = ("prepared", "generated", "npz")
@@ -63,6 +65,24 @@ class Row0Cache:
     def __init__(self, folder: Path | None, context: dict):
         self.folder, self.context = folder, context
         self.hits = 0
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig, initial_weights: str, device: torch.device) -> Row0Cache:
+        """The run's cache: ``cfg.cache``'s folder (None: <data-root>/cache/row0; "none": off),
+        keyed by the model, its initial weights' digest (``weights_digest``), the probe settings
+        (less the feature batch, which changes only memory use), the device type and torch."""
+        folder = (
+            None if cfg.cache == "none" else Path(cfg.cache or cfg.data_root / "cache" / "row0")
+        )
+        probe = {k: v for k, v in dataclasses.asdict(cfg.probe).items() if k != "batch_size"}
+        context = {
+            "model": cfg.model,
+            "weights": initial_weights,
+            "probe": probe,
+            "device": device.type,
+            "torch": torch.__version__,
+        }
+        return cls(folder.expanduser() if folder else None, context)
 
     def key(self, dataset: str, provenance: dict, extra: dict) -> str | None:
         identity = data_identity(provenance)

@@ -19,12 +19,12 @@ from benchmark.checkpoint.store import CheckpointStore
 from benchmark.config import RunConfig
 from benchmark.cost import Cost
 from benchmark.errors import CFBenchError
-from benchmark.feeding import row0_cache
 from benchmark.loss_watch import NonFiniteLossError
 from benchmark.phases import OutOfMemory
 from benchmark.results import RunResults, print_summary, run_dir
 from benchmark.rng import seed_everything
-from benchmark.session import Session, build_session, prepare, run_settings
+from benchmark.row0_cache import Row0Cache
+from benchmark.session import Session, build_session, config_json, prepare, run_settings
 from benchmark.strategy_api import Resolved
 from tasks import SequenceSpec
 
@@ -40,9 +40,8 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
     resume = None if cfg.fresh else store.latest()
     complete = resume is not None and resume.stage == len(sequence.tasks)
     # Built before the run folder is touched, so that a setting it refuses changes nothing there.
-    session = (
-        None if complete else build_session(setup, row0_cache(cfg, setup.config, setup.device))
-    )
+    cache = Row0Cache.for_run(cfg, setup.initial_weights, setup.device)
+    session = None if complete else build_session(setup, cache)
     if cfg.fresh:
         store.clear()
     store.sweep()
@@ -53,16 +52,17 @@ def run(cfg: RunConfig, sequence: SequenceSpec, strategy: Resolved, log=print) -
         list(sequence.tasks),
         list(sequence.controls),
         resume.records if resume else None,
+        setup.test_images,
     )
-    results.test_images = dict(setup.config["test_images"])
-    if resume is None:
-        results.write_config(setup.config)
+    if resume is None:  # written from the typed values, never read back
+        results.write_config(config_json(setup, session.details))
     else:  # a kill between a checkpoint and its results files left them a stage behind
         results.write()
     if complete:
         log(f"{folder} is already complete (--fresh runs it again)")
-        cost = Cost(setup.device, (resume.cost or {}).get("stages"))
-        cost.flops = (resume.cost or {}).get("flops")
+        cost = Cost(
+            setup.device, (resume.cost or {}).get("stages"), (resume.cost or {}).get("flops")
+        )
     else:
         Stages(session, store, results, log, Progress(folder, fresh=cfg.fresh)).run(
             resume, setup.epochs

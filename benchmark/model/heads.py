@@ -155,7 +155,8 @@ def build_heads(
     encoder: Encoder, tasks: Sequence, head_init: str, zero_shot: Sequence[torch.Tensor | None]
 ) -> list[CosineHead]:
     """Zero-shot heads (``zero_shot``: each task's class weights, from benchmark/model/text.py),
-    or all-zero heads that LPInitPlugin fits per task."""
+    or placeholders (zero) that LPInitPlugin fits when their task starts; until then the
+    evaluation treats them as not fitted (benchmark/measures.py ``EvalDataset.head_from``)."""
     if head_init == "zs":
         return [CosineHead(w, scale=encoder.text.logit_scale) for w in zero_shot]
     return [CosineHead(torch.zeros(d.num_classes, encoder.embed_dim)) for d in tasks]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from benchmark.errors import CFBenchError
 from benchmark.kinds import OSE, VRF, VRF_KINDS
 from benchmark.measures import EvalDataset, StageFeatures
+from benchmark.plugin import declared
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
 from benchmark.probe.fit import top1
 from benchmark.rng import preserve_rng
@@ -153,7 +154,7 @@ def requested_settings(plugins: Sequence, flag: bool) -> VRFSettings | None:
     (the ``vrf`` strategy) gives its ``vrf_settings``; ``--vrf`` alone gives the defaults; None
     when neither."""
     for plugin in plugins:
-        if VRF.name in getattr(plugin, "evaluation_kinds", ()):
+        if VRF.name in declared(plugin).evaluation_kinds:
             return getattr(plugin, "vrf_settings", None) or VRFSettings()
     return VRFSettings() if flag else None
 
