@@ -295,8 +295,8 @@ def test_lora_trains_the_adapter_through_the_trainer_and_nothing_else(data):
     ],
 )
 def test_a_restored_run_trains_on_bit_for_bit(name, args, data):
-    """As tests/test_strategies.py's registry test, with other settings: LoRA's dropout draws from
-    the training RNG, DoRA trains magnitudes, BitFit also trains the norms."""
+    """As tests/test_strategy_checkpoints.py's registry test, with other settings: LoRA's dropout
+    draws from the training RNG, DoRA trains magnitudes, BitFit also trains the norms."""
 
     def build():
         context = fresh_context(data)

@@ -1,7 +1,8 @@
 """ZSCL (strategies/zscl.py): its losses against the formulas written out with numpy, the weight
 ensemble against the mean computed directly, the image-only mode without a text tower, the
 reference batches, the choice of reference data and the refusal of bad options. Training two
-tasks and resuming bit for bit is tests/test_strategies.py's registry-parametrised test."""
+tasks and resuming bit for bit is tests/test_strategy_checkpoints.py's registry-parametrised
+test."""
 
 import copy
 import math
