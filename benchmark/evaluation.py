@@ -4,7 +4,8 @@ The runner calls ``evaluate`` for row 0 (the pretrained encoder and the initial 
 every task, once ``Trainer.train_task`` has returned, so every strategy plugin's
 ``after_training_exp`` has already run (WiSE-FT's interpolated weights are what is measured).
 For every task and control dataset it extracts image embeddings of the train, test and validation
-images once, then runs the measures that apply (benchmark/measures.py), each from those features:
+images once, then runs the measures that apply (benchmark/measures.py), each from those features
+(the first three groups are this module's):
 
 - lp:   the linear probe (benchmark/probe/fit.py) scored on the test split;
 - zs:   the pretrained text tower's zero-shot head on the current encoder (CLIP only);
@@ -28,20 +29,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from benchmark.checkpoint import faults
 from benchmark.config import ProbeConfig
-from benchmark.kinds import LP, ROW0_KINDS
-from benchmark.measures import (
-    PROBE_C,
-    EvalDataset,
-    Measure,
-    StageFeatures,
-    measure_all,
-    standard_measures,
-)
+from benchmark.cost import Cost, timed
+from benchmark.kinds import HEAD, LP, LP_VAL, ROW0_KINDS, VAL, ZS
+from benchmark.measures import PROBE_C, EvalDataset, Measure, StageFeatures, measure_all
 from benchmark.phases import phase, smaller_eval_batch
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
+from benchmark.probe.fit import accuracy, linear_probe, top1
 from benchmark.probe.splits import probe_split, subsample, validation_rest
 from benchmark.row0_cache import Row0Cache, tensor_digest
 from tasks.base import TaskData, targets_of
@@ -51,6 +49,80 @@ from tasks.base import TaskData, targets_of
 # whose stopping rule is relative to the objective's weight-dependent part (issue 22): older
 # entries are recomputed.
 ROW0_KEY_KINDS = " ".join((*ROW0_KINDS, "probe_c2"))
+
+
+class ProbeMeasure:
+    """lp: the linear probe (benchmark/probe/fit.py) on the test split; lp_val: the probe chosen
+    on validation (its sweep's fit at the best C) on the dataset's whole validation split."""
+
+    kinds = (LP.name, LP_VAL.name)
+
+    def __init__(self, probe: ProbeConfig, cost: Cost | None):
+        self.probe, self.cost = probe, cost
+
+    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
+        p = self.probe
+        with timed(self.cost, "probe"):
+            result = linear_probe(
+                f.train_f,
+                f.train_y,
+                f.val_mask,
+                f.test_f,
+                f.test_y,
+                ds.data.num_classes,
+                p.c_grid,
+                p.max_iter,
+                tol=p.tol,
+            )
+        self._note(stage, ds.name, result)
+        val_f = F.normalize(f.val_f.float(), dim=1)
+        lp_val = accuracy(val_f, f.val_y, result.sweep_weight, result.sweep_bias)
+        return {LP.name: result.accuracy, LP_VAL.name: lp_val, PROBE_C: result.best_c}
+
+    def _note(self, stage: int, name: str, result) -> None:
+        """Say on stdout when a probe's accuracy may not be the protocol's: its best C at the
+        edge of the grid (the optimum may lie beyond), or a fit stopped by max_iter, not tol."""
+        where = f"note: stage {stage}, {name}: the linear probe"
+        if result.c_at_edge:
+            grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
+            tqdm.write(
+                f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
+                f"({grid}); a wider grid may score higher"
+            )
+        if not result.converged:
+            tqdm.write(
+                f"{where} stopped at {self.probe.max_iter} iterations before its "
+                f"tolerance {self.probe.tol:g}"
+            )
+
+
+class ZeroShotMeasure:
+    """zs: normalize(f) against the pretrained text tower's class weights."""
+
+    kinds = (ZS.name,)
+
+    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
+        logits = F.normalize(f.test_f, dim=1) @ ds.zs_weight.to(f.test_f.device).T
+        return {ZS.name: top1(logits, f.test_y)}
+
+
+class HeadMeasure:
+    """head: the task's head on its test split; val: on its validation images (held out from
+    fine-tuning): the ``head`` score of selection on validation (benchmark/report/selection.py)."""
+
+    kinds = (HEAD.name, VAL.name)
+
+    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
+        with torch.no_grad():
+            return {
+                HEAD.name: top1(f.head(f.test_f), f.test_y),
+                VAL.name: top1(f.head(f.val_f), f.val_y),
+            }
+
+
+def standard_measures(probe: ProbeConfig, cost: Cost | None) -> list[Measure]:
+    """Every run's measures, in record order (VRF's come after them)."""
+    return [ProbeMeasure(probe, cost), ZeroShotMeasure(), HeadMeasure()]
 
 
 def eval_datasets(

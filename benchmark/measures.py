@@ -1,11 +1,12 @@
-"""What one stage's evaluation computes from a dataset's features: one measure per group of
-record kinds (benchmark/kinds.py), each called with the same ``StageFeatures``.
+"""The contract of a measure: what one stage's evaluation computes from a dataset's features,
+one measure per group of record kinds (benchmark/kinds.py), each called with the same
+``StageFeatures``. The standard measures are the evaluation's (benchmark/evaluation.py):
 
 - the probe: ``lp`` and ``lp_val`` (and the chosen C, carried as ``probe_c``);
 - the zero-shot head: ``zs``;
 - the task's head: ``head`` and ``val``;
-- VRF (benchmark/vrf/evaluator.py, with the ``vrf`` strategy or ``--vrf``): ``vrf`` and ``ose``.
 
+then VRF's (benchmark/vrf/evaluator.py, with the ``vrf`` strategy or ``--vrf``): ``vrf``, ``ose``.
 A measure runs for a dataset when every kind it gives applies there (``applies``: a task or any
 dataset, zero-shot weights, a fitted head), in this order, which is the records' order.
 """
@@ -17,14 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from benchmark.config import ProbeConfig
-from benchmark.cost import Cost, timed
-from benchmark.kinds import BY_NAME, HEAD, LP, LP_VAL, VAL, ZS, Kind
-from benchmark.probe.fit import accuracy, linear_probe, top1
+from benchmark.kinds import BY_NAME, Kind
 from tasks.base import TaskData
 
 # The probe's chosen C: not an accuracy but carried with them (and in the row-0 cache), then put
@@ -77,80 +73,6 @@ def applies(kind: Kind, ds: EvalDataset, f: StageFeatures) -> bool:
 
 def runs(measure: Measure, ds: EvalDataset, f: StageFeatures) -> bool:
     return all(applies(BY_NAME[k], ds, f) for k in measure.kinds)
-
-
-class ProbeMeasure:
-    """lp: the linear probe (benchmark/probe/fit.py) on the test split; lp_val: the probe chosen
-    on validation (its sweep's fit at the best C) on the dataset's whole validation split."""
-
-    kinds = (LP.name, LP_VAL.name)
-
-    def __init__(self, probe: ProbeConfig, cost: Cost | None):
-        self.probe, self.cost = probe, cost
-
-    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
-        p = self.probe
-        with timed(self.cost, "probe"):
-            result = linear_probe(
-                f.train_f,
-                f.train_y,
-                f.val_mask,
-                f.test_f,
-                f.test_y,
-                ds.data.num_classes,
-                p.c_grid,
-                p.max_iter,
-                tol=p.tol,
-            )
-        self._note(stage, ds.name, result)
-        val_f = F.normalize(f.val_f.float(), dim=1)
-        lp_val = accuracy(val_f, f.val_y, result.sweep_weight, result.sweep_bias)
-        return {LP.name: result.accuracy, LP_VAL.name: lp_val, PROBE_C: result.best_c}
-
-    def _note(self, stage: int, name: str, result) -> None:
-        """Say on stdout when a probe's accuracy may not be the protocol's: its best C at the
-        edge of the grid (the optimum may lie beyond), or a fit stopped by max_iter, not tol."""
-        where = f"note: stage {stage}, {name}: the linear probe"
-        if result.c_at_edge:
-            grid = ", ".join(f"{c:g}" for c in sorted(self.probe.c_grid))
-            tqdm.write(
-                f"{where}'s best C is {result.best_c:g}, at the edge of the grid "
-                f"({grid}); a wider grid may score higher"
-            )
-        if not result.converged:
-            tqdm.write(
-                f"{where} stopped at {self.probe.max_iter} iterations before its "
-                f"tolerance {self.probe.tol:g}"
-            )
-
-
-class ZeroShotMeasure:
-    """zs: normalize(f) against the pretrained text tower's class weights."""
-
-    kinds = (ZS.name,)
-
-    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
-        logits = F.normalize(f.test_f, dim=1) @ ds.zs_weight.to(f.test_f.device).T
-        return {ZS.name: top1(logits, f.test_y)}
-
-
-class HeadMeasure:
-    """head: the task's head on its test split; val: on its validation images (held out from
-    fine-tuning): the ``head`` score of selection on validation (benchmark/report/selection.py)."""
-
-    kinds = (HEAD.name, VAL.name)
-
-    def __call__(self, ds: EvalDataset, stage: int, f: StageFeatures) -> dict[str, float]:
-        with torch.no_grad():
-            return {
-                HEAD.name: top1(f.head(f.test_f), f.test_y),
-                VAL.name: top1(f.head(f.val_f), f.val_y),
-            }
-
-
-def standard_measures(probe: ProbeConfig, cost: Cost | None) -> list[Measure]:
-    """Every run's measures, in record order (VRF's come after them)."""
-    return [ProbeMeasure(probe, cost), ZeroShotMeasure(), HeadMeasure()]
 
 
 def measure_all(
