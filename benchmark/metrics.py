@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.kinds import LP, ZS
+
 
 def _check(r: np.ndarray, n_tasks: int) -> np.ndarray:
     r = np.asarray(r, dtype=float)
@@ -132,7 +134,7 @@ class Metric:
     @property
     def table_matrix(self) -> str:
         """The matrix a comparison table reads it from."""
-        return "lp" if self.matrix == "any" else self.matrix
+        return LP.name if self.matrix == "any" else self.matrix
 
 
 METRICS: tuple[Metric, ...] = (
@@ -203,7 +205,7 @@ METRICS: tuple[Metric, ...] = (
         r"$\frac{1}{T-1}\sum_{j=2}^{T}\frac{1}{j-1}\sum_{t=1}^{j-1} Z_{t,j}$"
         r" (zero-shot accuracy on task $j$ after each earlier task; ZSCL, Zheng et al., 2023)",
         True,
-        "zs",
+        ZS.name,
         mtil_transfer,
     ),
     Metric(
@@ -212,7 +214,7 @@ METRICS: tuple[Metric, ...] = (
         "mean of ZS[t, j] over stages t = 1..T and tasks j = 1..T",
         r"$\frac{1}{T^2}\sum_{t=1}^{T}\sum_{j=1}^{T} Z_{t,j}$",
         True,
-        "zs",
+        ZS.name,
         mtil_avg,
     ),
     Metric(
@@ -221,7 +223,7 @@ METRICS: tuple[Metric, ...] = (
         "mean_j ZS[T, j] over tasks",
         r"$\frac{1}{T}\sum_{j=1}^{T} Z_{T,j}$",
         True,
-        "zs",
+        ZS.name,
         mtil_last,
     ),
 )
@@ -243,7 +245,7 @@ def of_matrix(kind: str) -> tuple[Metric, ...]:
 
 
 def summarize(
-    r: np.ndarray, n_tasks: int, columns: list[str], kind: str = "lp", n_test=None
+    r: np.ndarray, n_tasks: int, columns: list[str], kind: str = LP.name, n_test=None
 ) -> dict:
     """Every metric of one matrix, as a JSON-ready dict (per-dataset ones by column name); with
     the test-set sizes ``n_test`` (per column), also the binomial standard errors of delta-LP."""

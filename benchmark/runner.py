@@ -19,6 +19,7 @@ from benchmark.checkpoint.store import CheckpointStore
 from benchmark.config import RunConfig
 from benchmark.cost import Cost
 from benchmark.errors import CFBenchError
+from benchmark.kinds import LP
 from benchmark.loss_watch import NonFiniteLossError
 from benchmark.phases import OutOfMemory
 from benchmark.results import RunResults, print_summary, run_dir
@@ -160,7 +161,9 @@ class Stages:
     def commit(self, stage: int, records: list[dict]) -> None:
         """Checkpoint first, then the results files, so that the results on disk never run
         ahead of what can be resumed."""
-        lp = "  ".join(f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == "lp")
+        lp = "  ".join(
+            f"{r['dataset']} {r['accuracy']:.1f}" for r in records if r["kind"] == LP.name
+        )
         tqdm.write(f"stage {stage} ({records[0]['stage_task']}): LP {lp}")
         s, results = self.s, self.results
         results.append(records)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from benchmark import metrics
 from benchmark.errors import CFBenchError
+from benchmark.kinds import LP
 from benchmark.report.aggregate import TABLE_KEYS
 from benchmark.results import RECORD_COLUMNS, matrix
 
@@ -62,7 +63,7 @@ class Run:
     def complete(self) -> bool:
         """Every stage 0..T (or every stage the run measures) has a linear-probe accuracy for
         every dataset."""
-        lp = self.matrix("lp")
+        lp = self.matrix(LP.name)
         stages = self.stages or list(range(len(self.tasks) + 1))
         return (
             list(lp.index) == stages

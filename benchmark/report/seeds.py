@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import metrics
+from benchmark.kinds import LP
 from benchmark.metrics import BY_KEY
 from benchmark.report.aggregate import mean_std
 from benchmark.report.runs import Run
@@ -37,7 +38,7 @@ def run_values(run: Run) -> dict[str, float]:
     """The run's table metrics, its delta-LP per control, and the binomial SE of its delta-LP on
     the controls and on the past tasks."""
     values = run.metrics()
-    lp = run.matrix("lp").reindex(index=range(len(run.tasks) + 1), columns=run.columns)
+    lp = run.matrix(LP.name).reindex(index=range(len(run.tasks) + 1), columns=run.columns)
     r = lp.to_numpy(float)
     delta = metrics.delta_lp(r, len(run.tasks))
     for name, d in zip(run.columns, delta, strict=True):

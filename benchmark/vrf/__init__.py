@@ -48,6 +48,7 @@ pretrained encoder that the evaluator holds on the CPU (after a resume, or when 
 cache), which it drops once every task's zero-shot side is known.
 
 The pure functions (the ZSF set, k, the k-th neighbour distance, w, the temperatures, the
-ensemble) are in functions.py; the evaluator that MatrixEvaluation calls, and what a run asks for,
-in evaluator.py.
+ensemble) are in functions.py; the measure the evaluation runs (``vrf`` and ``ose`` are kinds of
+benchmark/kinds.py, measured like the others: benchmark/measures.py), and what a run asks for, in
+evaluator.py.
 """

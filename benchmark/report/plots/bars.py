@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from benchmark import metrics
+from benchmark.kinds import LP
 from benchmark.report.aggregate import mean_std
 from benchmark.report.plots.style import STYLE, figure, label_spans, strategy_colors
 
@@ -17,7 +18,7 @@ from benchmark.report.plots.style import STYLE, figure, label_spans, strategy_co
 def _lp_matrices(records: pd.DataFrame, tasks: Sequence[str]):
     """Each run's LP matrix (stages 0..T, datasets with the tasks first, NaN where absent):
     yields ((strategy, seed), matrix, datasets)."""
-    lp = records[records["kind"] == "lp"]
+    lp = records[records["kind"] == LP.name]
     datasets = list(tasks) + [d for d in dict.fromkeys(lp["dataset"]) if d not in tasks]
     for key, run in lp.groupby(["strategy", "seed"], sort=False):
         m = run.pivot_table(index="stage", columns="dataset", values="accuracy", aggfunc="first")

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from benchmark.kinds import LP
 from benchmark.kinds import label as kind_label
 from benchmark.report.aggregate import mean_std
 from benchmark.report.plots.style import STYLE, figure, strategy_colors
@@ -62,7 +63,7 @@ def stage_curves(
     tasks: Sequence[str],
     controls: Sequence[str],
     *,
-    kind: str = "lp",
+    kind: str = LP.name,
     strategies: Sequence[str] | None = None,
     title: str = "",
     columns: int = 4,

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from benchmark import metrics
+from benchmark.kinds import LP
 from benchmark.kinds import label as kind_label
 from benchmark.report.plots.style import STYLE, figure, label_spans, stage_labels
 
@@ -126,7 +127,7 @@ def accuracy_heatmap(
     matrix: pd.DataFrame,
     tasks: Sequence[str],
     *,
-    kind: str = "lp",
+    kind: str = LP.name,
     title: str = "",
     vmin: float | None = None,
     vmax: float | None = None,
