@@ -1,7 +1,8 @@
 """The pretrained-row cache: row 0 (the pretrained encoder's accuracies) is the same for every
 strategy and seed, so it is computed once and reused.
 
-An entry holds one dataset's row-0 accuracies (lp, zs, head), keyed by a SHA-256 of everything
+An entry holds one dataset's row-0 accuracies (the kinds benchmark/kinds.py marks ``row0_cache``:
+lp, lp_val, zs, head, val; and the probe's C), keyed by a SHA-256 of everything
 they depend on: the model and a digest of its initial weights, the dataset's identity (source,
 revision, split sizes, SHA-256 of its labels and of its images), the probe subsets and settings,
 the eval transform and pipeline, the device type and precision, the initial head and zero-shot
