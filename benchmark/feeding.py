@@ -1,18 +1,14 @@
 """A run's data and how it is fed: the datasets, checked; the device pipeline when every dataset is
-held as uint8 arrays (benchmark/pipeline.py); the pretrained-row cache (benchmark/row0_cache.py)."""
+held as uint8 arrays (benchmark/pipeline.py), and its training batches on the device."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
 
 from benchmark.config import RunConfig
 from benchmark.errors import CFBenchError
 from benchmark.model.encoder import Encoder
 from benchmark.pipeline import DeviceBatches, TensorPipeline, epoch_seed
-from benchmark.row0_cache import Row0Cache
 from benchmark.streams import training_split
 from tasks import get_task, load_task
 from tasks.base import TaskData
@@ -46,19 +42,6 @@ def choose_pipeline(cfg: RunConfig, encoder: Encoder, data: dict[str, TaskData])
         )
         raise CFBenchError(f"--pipeline device: {why}; or use --pipeline pil")
     return None if raw else pipeline
-
-
-def row0_cache(cfg: RunConfig, config: dict, device: torch.device) -> Row0Cache:
-    folder = None if cfg.cache == "none" else Path(cfg.cache or cfg.data_root / "cache" / "row0")
-    probe = {k: v for k, v in config["probe"].items() if k != "batch_size"}
-    context = {
-        "model": cfg.model,
-        "weights": config["initial_weights"],
-        "probe": probe,
-        "device": device.type,
-        "torch": torch.__version__,
-    }
-    return Row0Cache(folder.expanduser() if folder else None, context)
 
 
 def device_loaders(tasks: list[TaskData], cfg: RunConfig, pipeline, device, trainer):

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmark.kinds import VRF_KINDS
 from benchmark.plugin import StrategyPlugin
-from benchmark.vrf.functions import KINDS, VRFSettings
+from benchmark.vrf.functions import VRFSettings
 from strategies.common import require_text_tower
 
 
@@ -37,7 +38,7 @@ class VRFEvaluationPlugin(StrategyPlugin):
     gives the evaluation a VRF evaluator. Its checkpoint state is empty (StrategyPlugin's): the
     settings come with the run, the zero-shot side is recomputed."""
 
-    evaluation_kinds = KINDS
+    evaluation_kinds = VRF_KINDS
 
     def __init__(self, settings: VRFSettings):
         super().__init__()

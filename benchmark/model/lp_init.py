@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
 
 from benchmark.config import ProbeConfig
 from benchmark.cost import timed
 from benchmark.phases import phase, smaller_eval_batch
+from benchmark.plugin import StrategyPlugin
 from benchmark.probe.features import FeaturePass, Transformed, extract_features
 from benchmark.probe.fit import linear_probe
 from benchmark.probe.splits import probe_split
@@ -73,8 +73,9 @@ def lp_init_head(
     set_head(model.heads[str(task)], weight, bias)
 
 
-class LPInitPlugin(SupervisedPlugin):
-    """LP-initialise the current task's head at the start of the task."""
+class LPInitPlugin(StrategyPlugin):
+    """LP-initialise the current task's head at the start of the task. It keeps nothing between
+    tasks (the fitted heads are in the model): the base's empty state."""
 
     def __init__(self, context):
         super().__init__()
@@ -91,10 +92,3 @@ class LPInitPlugin(SupervisedPlugin):
         what = f"preparing task '{c.tasks[t].name}' (e.g. the feature pass of its LP-init probe)"
         with phase(smaller_eval_batch(what, features.batch_size)):
             lp_init_head(strategy.model, t, c.tasks[t], c.encoder.eval_transform, c.probe, features)
-
-    def state_dict(self) -> dict:
-        """Empty: the plugin keeps nothing between tasks (the fitted heads are in the model)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

@@ -9,9 +9,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmark.kinds import VRF_KINDS
-
-KINDS = VRF_KINDS  # what strategies/vrf.py declares as its evaluation_kinds
 K_SCALE = 1000  # K = round(|ZSF| / |train| * K_SCALE), the official code's constant
 T_RANGE = (0.1, 10.0)  # the official search's starting bracket for a temperature
 T_LIMITS = (1e-3, 1e3)  # ours: how far that bracket may widen (the official one has no bound)
