@@ -74,7 +74,7 @@ SLOW_FIRST = (
     "test_5tasks.py",
     "test_grid.py",
     "test_resume.py",
-    "test_vrf.py",
+    "test_vrf_measure.py",
     "test_offline.py",
     "test_select.py",
     "test_merge.py",
