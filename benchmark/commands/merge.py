@@ -4,10 +4,9 @@ and evaluate the merged model like a run (the work is in benchmark/merge/)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from benchmark.commands.options import output_options
+from benchmark.commands.options import output_options, output_values, redone_with_force
 from benchmark.merge import METHOD_NAMES
 
 MERGE_EPILOG = """Each RUN_DIR must be finished and made with --keep-checkpoints all (one checkpoint
@@ -92,16 +91,6 @@ def run(args: argparse.Namespace) -> int:
         beta=args.beta,
         lines=args.lines,
         name=args.name,
-        out=Path(args.out) if args.out else None,
-        seed=args.seed,
-        device=args.device,
-        data_root=Path(args.data_root) if args.data_root else None,
-        eval_batch_size=args.eval_batch_size,
-        force=args.force,
+        **output_values(args),
     )
-    try:
-        make_merge(options)
-    except KeyboardInterrupt:  # nothing to resume: a merge is redone with --force
-        print("interrupted; run the same command with --force to merge again", file=sys.stderr)
-        return 130
-    return 0
+    return redone_with_force(lambda: make_merge(options), "merge again")

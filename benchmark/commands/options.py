@@ -5,6 +5,10 @@ runs is written (soup, merge)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA_ROOT = "$CFBENCH_DATA, else ~/.cache/cfbench/data"
 
@@ -86,6 +90,29 @@ def output_options(a, made: str, same: str) -> None:
         help=f"replace an existing folder of {made} of the {same} (default: refuse)",
     )
     debug_option(a)
+
+
+def output_values(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``output_options`` and --data-root gave, as SoupOptions / MergeOptions fields."""
+    return {
+        "out": Path(args.out) if args.out else None,
+        "seed": args.seed,
+        "device": args.device,
+        "data_root": Path(args.data_root) if args.data_root else None,
+        "eval_batch_size": args.eval_batch_size,
+        "force": args.force,
+    }
+
+
+def redone_with_force(make: Callable[[], object], again: str) -> int:
+    """``make()`` (a soup, a merge); Ctrl-C exits 130: there is nothing to resume, the command
+    is rerun with --force ``again``."""
+    try:
+        make()
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command with --force to {again}", file=sys.stderr)
+        return 130
+    return 0
 
 
 def raw_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:

@@ -4,10 +4,9 @@ the average like a run (the work is in benchmark/soup/)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from benchmark.commands.options import output_options
+from benchmark.commands.options import output_options, output_values, redone_with_force
 
 SOUP_EPILOG = """Each RUN_DIR must be finished (every stage) and keep its checkpoints. Refused,
 with one line and exit 2: fewer than 2 runs, runs of another sequence (tasks, controls), from
@@ -56,18 +55,6 @@ def run(args: argparse.Namespace) -> int:
     options = SoupOptions(
         folders=tuple(Path(f) for f in args.run_dirs),
         mode=args.mode,
-        out=Path(args.out) if args.out else None,
-        seed=args.seed,
-        device=args.device,
-        data_root=Path(args.data_root) if args.data_root else None,
-        eval_batch_size=args.eval_batch_size,
-        force=args.force,
+        **output_values(args),
     )
-    try:
-        make_soup(options)
-    except KeyboardInterrupt:  # nothing to resume: a soup is redone with --force
-        print(
-            "interrupted; run the same command with --force to make the soup again", file=sys.stderr
-        )
-        return 130
-    return 0
+    return redone_with_force(lambda: make_soup(options), "make the soup again")
